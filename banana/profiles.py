@@ -1,0 +1,51 @@
+"""Per-notebook sizes for the three profiles.
+
+Every notebook has a ``profile`` parameter (``smoke`` | ``cpu`` | ``gpu``) and a few size
+parameters that default to ``None``; ``None`` means "take this profile's value". Keeping the
+table here (not in the notebooks) gives one place to read what each profile runs, and keeps
+the notebooks' parameters cells flat literals, as papermill needs.
+
+* ``smoke``: seconds; what the tests execute.
+* ``cpu``: the committed reports; minutes on a 2-core laptop.
+* ``gpu``: sized for one H100-class card.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_task_as_image": {
+        "smoke": {"n_scenes": 4},
+        "cpu": {"n_scenes": 64},
+        "gpu": {"n_scenes": 256},
+    },
+    "02_synthetic_world": {
+        "smoke": {"n_preview": 2},
+        "cpu": {"n_preview": 4},
+        "gpu": {"n_preview": 6},
+    },
+}
+
+
+def notebook_settings(notebook: str, profile: str, **given: Any) -> SimpleNamespace:
+    """Resolve a notebook's size parameters: values given as ``None`` take the profile's.
+
+    Also adds ``world``, the profile's :class:`banana.world.WorldConfig`, since every
+    notebook reads the embedded world at that profile's size.
+    """
+    from banana.world import WORLD_PRESETS
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {PROFILES}")
+    if notebook not in NOTEBOOK_SETTINGS:
+        raise ValueError(f"no settings for notebook {notebook!r}; known: {sorted(NOTEBOOK_SETTINGS)}")
+    defaults = NOTEBOOK_SETTINGS[notebook][profile]
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"{notebook} has no size parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    resolved = {name: (given[name] if given.get(name) is not None else value) for name, value in defaults.items()}
+    return SimpleNamespace(profile=profile, world=WORLD_PRESETS[profile], **resolved)

@@ -1,0 +1,75 @@
+"""Pictures of samples and codecs, shared by the notebooks and the command line.
+
+The task-as-image idea makes visualisation free: the codec's RGB encoding of a target *is*
+its picture. So every panel here is drawn by a codec, which also means a picture that
+looks wrong points at a codec or label bug.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+PANELS = ("image", "depth", "normals", "semantic")
+
+
+def to_hwc(rgb_chw: np.ndarray) -> np.ndarray:
+    """``[3, H, W]`` (uint8 or float in [0, 1]) -> ``[H, W, 3]`` float for ``imshow``."""
+    rgb = np.asarray(rgb_chw)
+    if rgb.ndim != 3 or rgb.shape[0] != 3:
+        raise ValueError(f"expected an RGB image [3, H, W], got shape {rgb.shape}")
+    if rgb.dtype == np.uint8:
+        rgb = rgb.astype(np.float32) / 255.0
+    return np.clip(np.moveaxis(rgb, 0, -1), 0.0, 1.0)
+
+
+def sample_panels(sample: Mapping[str, np.ndarray], palette: Mapping[str, tuple[int, int, int]],
+                  panels: Sequence[str] = PANELS) -> dict[str, np.ndarray]:
+    """Each requested field of a world sample rendered to an ``[H, W, 3]`` picture by its codec."""
+    from banana.codecs import DepthCodec, NormalsCodec, SegmentationCodec
+
+    drawers = {
+        "image": lambda s: to_hwc(s["image"]),
+        "depth": lambda s: to_hwc(DepthCodec().encode(np.asarray(s["depth"], dtype=np.float32))),
+        "normals": lambda s: to_hwc(NormalsCodec().encode(np.asarray(s["normals"], dtype=np.float32))),
+        "semantic": lambda s: to_hwc(SegmentationCodec(dict(palette)).encode(np.asarray(s["semantic"]).astype(np.int64))),
+    }
+    unknown = set(panels) - set(drawers)
+    if unknown:
+        raise ValueError(f"unknown panels {sorted(unknown)}; choose from {sorted(drawers)}")
+    return {name: drawers[name](sample) for name in panels}
+
+
+def show_samples(samples: Sequence[Mapping[str, np.ndarray]], palette: Mapping[str, tuple[int, int, int]],
+                 panels: Sequence[str] = PANELS, titles: bool = True, size: float = 2.0):
+    """A grid with one row per sample and one column per panel; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if len(samples) == 0:
+        raise ValueError("show_samples needs at least one sample")
+    fig, axes = plt.subplots(len(samples), len(panels), figsize=(size * len(panels), size * len(samples)),
+                             squeeze=False)
+    for row, sample in enumerate(samples):
+        for col, (name, picture) in enumerate(sample_panels(sample, palette, panels).items()):
+            ax = axes[row, col]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if titles and row == 0:
+                ax.set_title(name)
+    fig.tight_layout()
+    return fig
+
+
+def palette_legend(palette: Mapping[str, tuple[int, int, int]], ax=None):
+    """Swatches of a segmentation palette with class names (for figures and notebooks)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 * len(palette), 0.9))
+    for i, (name, rgb) in enumerate(palette.items()):
+        ax.add_patch(plt.Rectangle((i, 0), 0.9, 1, color=np.asarray(rgb) / 255.0))
+        ax.text(i + 0.45, -0.15, name, ha="center", va="top", fontsize=8)
+    ax.set_xlim(-0.1, len(palette)), ax.set_ylim(-0.6, 1.05)
+    ax.axis("off")
+    return ax

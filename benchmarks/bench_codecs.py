@@ -1,0 +1,101 @@
+"""Throughput of the task-as-image codecs (encode, decode, and both) in Mpix/s.
+
+Usage:
+    python benchmarks/bench_codecs.py [--batch 16] [--size 256] [--repeats 7] [--device cpu]
+
+Each codec runs on a batch of ``batch x size x size`` pixels (RGB side:
+``batch x 3 x size x size``). Timing: one warm-up call, then the median of
+``--repeats`` timed calls (``time.perf_counter``; CUDA is synchronised). The
+decode input is the 8-bit-quantised encode output, as a generator's PNG would
+be. Mpix/s counts image pixels (H x W per image), not channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+# Allow running from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from banana.codecs import (  # noqa: E402
+    DepthCodec,
+    NormalsCodec,
+    SegmentationCodec,
+    quantize,
+    well_separated_palette,
+)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` after one warm-up call (first calls pay one-off costs)."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    b, s = args.batch, args.size
+    mpix = b * s * s / 1e6
+
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 8, (b, s, s), generator=gen).to(device)
+    depth = (torch.rand(b, s, s, generator=gen) * 80.0).to(device)
+    normals = torch.randn(b, 3, s, s, generator=gen)
+    normals = (normals / normals.norm(dim=1, keepdim=True)).to(device)
+
+    seg8 = SegmentationCodec({f"c{i}": c for i, c in enumerate(well_separated_palette(8, exclude=[(0, 0, 0)])[:7])} | {"c7": (128, 128, 128)})
+    seg32 = SegmentationCodec({f"c{i}": c for i, c in enumerate(well_separated_palette(32, exclude=[(0, 0, 0)]))})
+    cases = [
+        ("segmentation, 8 classes", seg8, labels),
+        ("segmentation, 32 classes", seg32, labels),
+        ("depth metric+cube (default)", DepthCodec(), depth),
+        ("depth affine+cube", DepthCodec(warp="affine"), depth),
+        ("depth metric+gray", DepthCodec(colormap="gray"), depth),
+        ("depth metric+viridis (255 seg)", DepthCodec(colormap="viridis"), depth),
+        ("normals", NormalsCodec(), normals),
+    ]
+
+    print(f"# banana.codecs throughput, batch {b} x 3 x {s} x {s} ({mpix:.2f} Mpix per call)")
+    print(
+        f"# machine: {platform.processor() or platform.machine()} ({platform.platform()}), "
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"torch threads {torch.get_num_threads()}, device {device}"
+    )
+    print(f"# timing: 1 warm-up + median of {args.repeats} (time.perf_counter)")
+    print(f"{'codec':34s} {'encode':>10s} {'decode':>10s} {'enc+dec':>10s}   (Mpix/s)")
+    for name, codec, x in cases:
+        rgb8 = quantize(codec.encode(x))
+        t_enc = median_seconds(lambda: codec.encode(x), args.repeats, device)
+        t_dec = median_seconds(lambda: codec.decode(rgb8), args.repeats, device)
+        t_both = median_seconds(lambda: codec.decode(codec.encode(x)), args.repeats, device)
+        print(f"{name:34s} {mpix / t_enc:10.1f} {mpix / t_dec:10.1f} {mpix / t_both:10.1f}")
+
+
+if __name__ == "__main__":
+    main()

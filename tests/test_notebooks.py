@@ -1,0 +1,105 @@
+"""Every numbered notebook: committed clean, documented parameters, and it runs.
+
+The smoke-profile executions go through papermill exactly as ``banana reproduce`` runs
+them; the executed copies are then re-run by ``pytest --nbval-lax`` (nbval), which checks
+that a fresh kernel executes them again without error and that cells marked
+``# NBVAL_CHECK_OUTPUT`` reproduce their outputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from banana.reproduce import NOTEBOOK_DIR, PIPELINE, execute_notebook, notebook_path
+
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def test_pipeline_lists_every_numbered_notebook_in_order():
+    assert [p.stem for p in NOTEBOOKS] == list(PIPELINE)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_and_follows_the_house_style(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c["outputs"] and c["execution_count"] is None for c in code), "strip outputs before committing"
+    first = "".join(nb["cells"][0]["source"])
+    assert "Expected runtime" in first and "CPU" in first and "gpu" in first.lower()
+    assert "Exercises" in "".join(nb["cells"][-1]["source"])
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    lines = [line for line in "".join(params[0]["source"]).splitlines() if line.strip()]
+    names = []
+    for line in lines:
+        statement, _, comment = line.partition("#")
+        assert comment.strip(), f"parameter line without a comment: {line!r}"
+        node = ast.parse(statement).body[0]
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), f"not a plain assignment: {line!r}"
+        ast.literal_eval(node.value)  # flat literals only: papermill does not recompute expressions
+        names.append(node.targets[0].id if isinstance(node, ast.Assign) else node.target.id)
+    help_text = subprocess.run([str(Path(sys.executable).parent / "papermill"), "--help-notebook", str(path)],
+                               capture_output=True, text=True, timeout=120).stdout
+    for name in names:  # papermill parsed every parameter (a '=' in a comment silently drops one)
+        assert f"  {name}:" in help_text, f"papermill --help-notebook does not list {name!r}"
+    assert {"profile", "seed", "reports_dir"} <= set(names)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """Execute every notebook once in the smoke profile; shared by the tests below."""
+    root = tmp_path_factory.mktemp("smoke")
+    executed = {}
+    for name in PIPELINE:
+        parameters = {"profile": "smoke", "seed": 0, "reports_dir": str(root / "reports")}
+        if name == "02_synthetic_world":
+            parameters["world_dir"] = str(root / "world")
+        executed[name] = execute_notebook(notebook_path(name), root / "executed" / f"{name}.ipynb",
+                                          parameters, timeout_s=600, progress=False)
+    return root, executed
+
+
+@pytest.mark.notebook
+def test_notebooks_execute_in_the_smoke_profile_and_write_their_reports(smoke_run):
+    root, executed = smoke_run
+    for name, path in executed.items():
+        errors = [o for c in _cells(path) if c["cell_type"] == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{name}: {errors}"
+    reports = root / "reports"
+    for produced in ("tables/codec_ceiling.csv", "tables/codec_ceiling.md", "figures/depth_codec_walk.png",
+                     "figures/world_train_samples.png", "tables/world_class_frequencies.csv"):
+        assert (reports / produced).is_file(), produced
+    assert (root / "world" / "world_config.json").is_file()
+
+
+@pytest.mark.notebook
+def test_smoke_codec_ceiling_is_lossless_for_segmentation_and_tight_for_depth(smoke_run):
+    import pandas as pd
+
+    root, _ = smoke_run
+    table = pd.read_csv(root / "reports" / "tables" / "codec_ceiling.csv")
+    eight = table[table["bits"] == "8"].set_index(["task", "codec", "metric"])["value"]
+    assert eight.loc[("segmentation", "palette, nearest colour", "miou")] == pytest.approx(1.0)
+    assert eight.loc[("depth", "metric cube walk (paper)", "abs_rel")] < 0.01
+    assert eight.loc[("normals", "(1-x, 1+y, 1+z)/2", "mean")] < 1.0
+
+
+@pytest.mark.notebook
+def test_executed_notebooks_pass_nbval(smoke_run):
+    _, executed = smoke_run
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+                             "-o", "addopts=", *map(str, executed.values())],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

@@ -48,6 +48,7 @@ from ._arrays import (
     check_no_nan,
     check_rgb_image,
     check_unit_range,
+    dtype_name,
     like_input,
     map_colors,
     row_chunks,
@@ -225,12 +226,22 @@ class ColorPath:
             rough = score.argmin(dim=1)  # [M]
             del w, u, score
 
-            # Pass 2 (float64, the winner and its neighbours).
+            # Pass 2 (float64, the winner and its neighbours). Written per
+            # colour channel on [M, C] arrays: torch is slow at reducing over
+            # a trailing dim of size 3, and this loop has only 3 iterations.
             cand = (rough[:, None] + offsets).clamp_(0, n - 1)  # [M, C]
-            pk = p[rows][:, None, :]  # [M, 1, 3]
-            a_c, d_c = a[cand], d[cand]  # [M, C, 3]
-            u_c = (((pk - a_c) * d_c).sum(-1) / len_sq[cand]).clamp_(0.0, 1.0)  # [M, C]
-            dist_sq = ((pk - a_c - u_c[..., None] * d_c) ** 2).sum(-1)  # [M, C]
+            pk = p[rows]  # [M, 3]
+            diffs, dirs = [], []
+            w = torch.zeros(cand.shape, dtype=torch.float64, device=dev)
+            for ch in range(3):
+                diff = pk[:, ch : ch + 1] - a[cand, ch]  # (q - a) per candidate
+                dirs.append(d[cand, ch])
+                diffs.append(diff)
+                w.addcmul_(diff, dirs[-1])
+            u_c = w.div_(len_sq[cand]).clamp_(0.0, 1.0)  # [M, C]
+            dist_sq = torch.zeros_like(u_c)
+            for diff, dir_ in zip(diffs, dirs):
+                dist_sq.add_(diff.addcmul_(u_c, dir_, value=-1.0).square_())
             best = dist_sq.argmin(dim=1, keepdim=True)
             seg = cand.gather(1, best).squeeze(1)
             t[rows] = (seg.to(torch.float64) + u_c.gather(1, best).squeeze(1)) / n
@@ -377,7 +388,7 @@ class DepthCodec:
         if mask is not None:
             m, _ = as_tensor(mask, "mask")
             if m.dtype != torch.bool:
-                raise ValueError(f"mask must be a bool array; got dtype {m.dtype}")
+                raise ValueError(f"mask must be a bool array; got dtype {dtype_name(m)}")
             if m.shape != d.shape:
                 raise ValueError(f"mask shape {tuple(m.shape)} must equal depth shape {tuple(d.shape)}")
             m = m.to(d.device)
@@ -410,7 +421,8 @@ class DepthCodec:
         """RGB ``[..., 3, H, W]`` in [0, 1] -> float32 ``[..., H, W]``.
 
         Metric warp: metres, with the path's end (pure white for the cube
-        path) decoding to ``inf``. Affine warp: relative depth in [0, 1]
+        path) decoding to ``inf``; so do colours within float32 precision of
+        the end (``t > 1 - END_SNAP``, i.e. beyond ~30 km). Affine warp: relative depth in [0, 1]
         (**not metres**; align to ground truth before computing metrics).
         """
         x, was_numpy = as_tensor(rgb, "rgb")

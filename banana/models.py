@@ -1,0 +1,328 @@
+"""The generator: a pixel-space diffusion UNet that reads instructions, and its presets.
+
+Read top to bottom:
+
+1. :class:`InstructionTokenizer` turns a prompt into word ids **and numbers**. The
+   segmentation prompt names colours as RGB tuples (``"sky": <135,206,235>``), and a model that
+   must follow a palette it has never seen needs to read those numbers as quantities, not as 256
+   unrelated symbols. So every numeral becomes one ``<num>`` token that carries its value.
+2. :class:`InstructionEncoder` embeds tokens (a numeral's embedding is a learned function of its
+   value) and runs a small transformer; the UNet attends to its output.
+3. :class:`BananaGenerator` is InstructPix2Pix-shaped: the UNet's input is the noisy target (3
+   channels) concatenated with a conditioning image (3 channels; zeros when generating from text
+   alone), the instruction enters through cross-attention.
+4. :class:`GeneratorConfig` and :data:`GENERATOR_PRESETS` (``smoke`` / ``cpu`` / ``gpu``) size it,
+   and the config travels inside every saved model.
+
+Images live in [-1, 1] inside the model (``2 * rgb - 1``), in [0, 1] outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from diffusers import UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+# --------------------------------------------------------------------------- tokenizer
+PAD, UNK, NUM, BOS = "<pad>", "<unk>", "<num>", "<bos>"
+SPECIAL_TOKENS = (PAD, UNK, NUM, BOS)
+
+#: Words of the prompts banana writes: world descriptions, task instructions and their variants.
+#: The world's own vocabularies (shapes, colours, surfaces) are added by :func:`default_vocabulary`.
+PROMPT_WORDS = """
+a an the and of on in at to with from by for as is are this that each every its it all
+left right middle front back center centre top bottom near far behind above below
+floor wall walls sky object objects scene image picture photo photograph view room pixel pixels camera
+checkered striped plain textured
+generate generating create render draw paint produce make show output predict estimate give
+semantic segmentation segment segmented mask masks label labels labelled class classes category
+visualization visualisation visualize map maps mapping color colour colors colours colored coloured
+using use following given
+depth metric metres meters distance distances disparity
+surface normal normals orientation orientations
+rgb hex rgba value values tuple tuples json dictionary
+instance instances referring expression
+white black gray grey
+""".split()
+
+
+def default_vocabulary() -> list[str]:
+    """The deterministic word list of the tokenizer: special tokens, prompt words, then the
+    world's class, shape, colour and surface names (sorted, deduplicated)."""
+    from banana.world import CLASS_NAMES, COLOR_VOCABULARY, SURFACE_COLORS
+
+    words = set(PROMPT_WORDS) | set(CLASS_NAMES) | set(COLOR_VOCABULARY) | set(SURFACE_COLORS)
+    return list(SPECIAL_TOKENS) + sorted(words)
+
+
+class InstructionTokenizer:
+    """Words and numerals -> ids, numeric values and a padding mask.
+
+    Vocabulary rule: the text is lower-cased and split into runs of letters and runs of digits
+    (with an optional decimal part); everything else (spaces, quotes, braces, commas, ``#``)
+    only separates tokens. A letter run in the vocabulary gets its id, any other word the
+    reserved ``<unk>`` id (never an error). Every digit run becomes ``<num>`` with its value
+    (``"235"`` -> 235.0), which :class:`InstructionEncoder` embeds as a quantity. A hex colour
+    (``#87ceeb``) is read as its three channel values. Each sequence starts with ``<bos>``, so
+    even the empty prompt (the unconditional branch of classifier-free guidance) has one token.
+    Sequences longer than ``max_tokens`` are cut (a warning-free, documented truncation).
+    """
+
+    _TOKEN = re.compile(r"#[0-9a-f]{6}\b|[a-z]+|\d+(?:\.\d+)?")
+
+    def __init__(self, vocabulary: Sequence[str] | None = None, max_tokens: int = 64):
+        vocabulary = list(vocabulary) if vocabulary is not None else default_vocabulary()
+        if list(vocabulary[:len(SPECIAL_TOKENS)]) != list(SPECIAL_TOKENS):
+            raise ValueError(f"vocabulary must start with the special tokens {SPECIAL_TOKENS}")
+        if len(set(vocabulary)) != len(vocabulary):
+            raise ValueError("vocabulary has duplicate words")
+        if max_tokens < 2:
+            raise ValueError(f"max_tokens must be >= 2, got {max_tokens}")
+        self.vocabulary = vocabulary
+        self.max_tokens = max_tokens
+        self.index = {word: i for i, word in enumerate(vocabulary)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def tokenize(self, text: str) -> list[tuple[str, float]]:
+        """``(token, value)`` pairs for one prompt; value is 0 except for numerals."""
+        if not isinstance(text, str):
+            raise TypeError(f"prompts must be strings, got {type(text).__name__}")
+        tokens: list[tuple[str, float]] = [(BOS, 0.0)]
+        for piece in self._TOKEN.findall(text.lower()):
+            if piece.startswith("#"):
+                tokens += [(NUM, float(int(piece[i:i + 2], 16))) for i in (1, 3, 5)]
+            elif piece[0].isdigit():
+                tokens.append((NUM, float(piece)))
+            else:
+                tokens.append((piece if piece in self.index else UNK, 0.0))
+        return tokens[:self.max_tokens]
+
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Batch-encode prompts: ``input_ids`` [B, L] long, ``numbers`` [B, L] float,
+        ``attention_mask`` [B, L] bool (True = real token), L = the longest prompt."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        tokenized = [self.tokenize(t) for t in texts]
+        length = max(len(t) for t in tokenized) if tokenized else 1
+        ids = torch.zeros(len(texts), length, dtype=torch.long)
+        numbers = torch.zeros(len(texts), length)
+        mask = torch.zeros(len(texts), length, dtype=torch.bool)
+        for row, tokens in enumerate(tokenized):
+            ids[row, :len(tokens)] = torch.tensor([self.index[w] for w, _ in tokens])
+            numbers[row, :len(tokens)] = torch.tensor([v for _, v in tokens])
+            mask[row, :len(tokens)] = True
+        return {"input_ids": ids, "numbers": numbers, "attention_mask": mask}
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` that map to ``<unk>`` (to check a prompt before using it)."""
+        return [piece for piece in self._TOKEN.findall(text.lower())
+                if piece[0].isalpha() and piece not in self.index]
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "tokenizer.json").write_text(
+            json.dumps({"vocabulary": self.vocabulary, "max_tokens": self.max_tokens}, indent=1))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "InstructionTokenizer":
+        path = Path(directory) / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: not a saved InstructionTokenizer")
+        data = json.loads(path.read_text())
+        return cls(data["vocabulary"], data["max_tokens"])
+
+
+# --------------------------------------------------------------------------- text encoder
+class InstructionEncoder(ModelMixin, ConfigMixin):
+    """Token + numeral + position embeddings, then a small pre-norm transformer encoder.
+
+    A numeral's embedding is ``E[<num>] + MLP(fourier(value / 255))``: nearby values get nearby
+    embeddings, so a colour channel value never seen in training still means "about this much".
+    """
+
+    @register_to_config
+    def __init__(self, vocab_size: int, dim: int = 64, layers: int = 2, heads: int = 4,
+                 max_tokens: int = 64, number_frequencies: int = 8):
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, dim)
+        self.position_embedding = nn.Embedding(max_tokens, dim)
+        self.register_buffer("frequencies", 2.0 ** torch.arange(number_frequencies) * math.pi, persistent=False)
+        self.number_embedding = nn.Sequential(nn.Linear(2 * number_frequencies + 1, dim), nn.SiLU(),
+                                              nn.Linear(dim, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=4 * dim, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.final_norm = nn.LayerNorm(dim)
+
+    def forward(self, input_ids: torch.Tensor, numbers: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` ids, values and mask -> hidden states ``[B, L, dim]``."""
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        scaled = (numbers / 255.0).unsqueeze(-1)
+        fourier = torch.cat([scaled, torch.sin(scaled * self.frequencies), torch.cos(scaled * self.frequencies)], -1)
+        is_number = (input_ids == SPECIAL_TOKENS.index(NUM)).unsqueeze(-1)
+        hidden = (self.token_embedding(input_ids) + self.position_embedding(positions)
+                  + self.number_embedding(fourier) * is_number)
+        hidden = self.transformer(hidden, src_key_padding_mask=~attention_mask)
+        return self.final_norm(hidden)
+
+
+# --------------------------------------------------------------------------- config and presets
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything that fixes the generator's architecture and its diffusion process."""
+
+    resolution: int = 32                                   # image side in pixels
+    block_out_channels: tuple[int, ...] = (32, 64, 64)    # UNet width per level
+    layers_per_block: int = 1
+    cross_attention_levels: tuple[bool, ...] = (False, True, True)  # attention only where it is cheap
+    attention_head_dim: int = 8
+    norm_num_groups: int = 8
+    text_dim: int = 64                                     # = the UNet's cross-attention width
+    text_layers: int = 2
+    text_heads: int = 4
+    max_tokens: int = 64
+    prediction_type: str = "sample"                        # "epsilon" | "v_prediction" | "sample" (x0)
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    timestep_spacing: str = "trailing"                     # trailing: few-step sampling works
+    vocabulary: tuple[str, ...] = field(default_factory=lambda: tuple(default_vocabulary()))
+
+    def __post_init__(self):
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {self.prediction_type!r}")
+        if self.timestep_spacing not in ("leading", "trailing", "linspace"):
+            raise ValueError(f"timestep_spacing must be leading, trailing or linspace, got {self.timestep_spacing!r}")
+        if len(self.cross_attention_levels) != len(self.block_out_channels):
+            raise ValueError("cross_attention_levels needs one entry per level of block_out_channels")
+        if self.resolution % 2 ** (len(self.block_out_channels) - 1):
+            raise ValueError(f"resolution {self.resolution} is not divisible by the UNet's downsampling "
+                             f"factor {2 ** (len(self.block_out_channels) - 1)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GeneratorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown GeneratorConfig fields {sorted(unknown)}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**data)
+
+
+#: Presets, sized from measurements on a 2-core CPU (PROBES.md): the 1.7 M-parameter ``cpu``
+#: UNet trains at ~45 img/s at 32x32; ``smoke`` is for tests; ``gpu`` for one H100-class card.
+GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
+    "smoke": GeneratorConfig(resolution=16, block_out_channels=(16, 32), cross_attention_levels=(False, True),
+                             text_dim=32, text_layers=1, text_heads=2, attention_head_dim=8),
+    "cpu": GeneratorConfig(),
+    "gpu": GeneratorConfig(resolution=64, block_out_channels=(64, 128, 256, 256), layers_per_block=2,
+                           cross_attention_levels=(False, True, True, True), attention_head_dim=32,
+                           norm_num_groups=32, text_dim=256, text_layers=4, text_heads=8),
+}
+
+
+def build_unet(config: GeneratorConfig) -> UNet2DConditionModel:
+    """The diffusers UNet for ``config``: 6 input channels (noisy target + condition), 3 out."""
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.cross_attention_levels)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.cross_attention_levels))
+    return UNet2DConditionModel(
+        sample_size=config.resolution, in_channels=6, out_channels=3,
+        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
+        down_block_types=down, up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn",
+        cross_attention_dim=config.text_dim, attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+    )
+
+
+def build_noise_scheduler(config: GeneratorConfig):
+    """The training noise schedule (DDPM); samplers are built from its config (:mod:`banana.pipeline`)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
+                         prediction_type=config.prediction_type, timestep_spacing=config.timestep_spacing,
+                         clip_sample=False)
+
+
+# --------------------------------------------------------------------------- the generator
+class BananaGenerator(nn.Module):
+    """UNet + instruction encoder + tokenizer, with the config that built them."""
+
+    def __init__(self, config: GeneratorConfig, unet: UNet2DConditionModel | None = None,
+                 text_encoder: InstructionEncoder | None = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = InstructionTokenizer(config.vocabulary, config.max_tokens)
+        self.unet = unet if unet is not None else build_unet(config)
+        self.text_encoder = text_encoder if text_encoder is not None else InstructionEncoder(
+            vocab_size=self.tokenizer.vocab_size, dim=config.text_dim, layers=config.text_layers,
+            heads=config.text_heads, max_tokens=config.max_tokens)
+
+    @classmethod
+    def from_preset(cls, name: str, seed: int | None = None, **overrides) -> "BananaGenerator":
+        """A freshly initialised generator from a preset; ``seed`` fixes the initial weights."""
+        if name not in GENERATOR_PRESETS:
+            raise ValueError(f"unknown generator preset {name!r}; choose from {sorted(GENERATOR_PRESETS)}")
+        config = dataclasses.replace(GENERATOR_PRESETS[name], **overrides)
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_prompts(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts -> (hidden states [B, L, D], attention mask [B, L])."""
+        tokens = {k: v.to(self.device) for k, v in self.tokenizer(prompts).items()}
+        return self.text_encoder(**tokens), tokens["attention_mask"]
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor,
+                text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """The model output (noise, v or x0 per ``config.prediction_type``) for noisy targets
+        ``[B, 3, H, W]`` in [-1, 1] given condition images ``[B, 3, H, W]`` in [-1, 1]."""
+        if noisy.shape != condition.shape or noisy.shape[1] != 3:
+            raise ValueError(f"noisy target and condition must both be [B, 3, H, W], got "
+                             f"{tuple(noisy.shape)} and {tuple(condition.shape)}")
+        return self.unet(torch.cat([noisy, condition], dim=1), timesteps, encoder_hidden_states=text_states,
+                         encoder_attention_mask=text_mask).sample
+
+    def num_parameters(self) -> dict[str, int]:
+        return {"unet": sum(p.numel() for p in self.unet.parameters()),
+                "text_encoder": sum(p.numel() for p in self.text_encoder.parameters())}
+
+    # -- persistence: diffusers' folder layout, one subfolder per component
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """``generator_config.json``, ``unet/``, ``text_encoder/`` (safetensors) and ``tokenizer.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "generator_config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
+        self.unet.save_pretrained(directory / "unet", safe_serialization=True)
+        self.text_encoder.save_pretrained(directory / "text_encoder", safe_serialization=True)
+        self.tokenizer.save(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "BananaGenerator":
+        directory = Path(directory)
+        config_path = directory / "generator_config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path} does not exist: {directory} is not a saved BananaGenerator")
+        config = GeneratorConfig.from_dict(json.loads(config_path.read_text()))
+        unet = UNet2DConditionModel.from_pretrained(directory / "unet", use_safetensors=True)
+        text_encoder = InstructionEncoder.from_pretrained(directory / "text_encoder", use_safetensors=True)
+        return cls(config, unet=unet, text_encoder=text_encoder).eval()

@@ -47,7 +47,7 @@ floor wall walls sky object objects scene image picture photo photograph view ro
 checkered striped plain textured
 generate generating create render draw paint produce make show output predict estimate give
 semantic segmentation segment segmented mask masks label labels labelled class classes category
-visualization visualisation visualize map maps mapping color colour colors colours colored coloured
+visualization visualisation visualize map maps mapping color colour colors colours colored coloured coded
 using use following given
 depth metric metres meters distance distances disparity
 surface normal normals orientation orientations

@@ -1,7 +1,9 @@
 """The ``banana`` command line: one subcommand per pipeline step.
 
 ``banana world build|info|preview`` make and inspect the embedded synthetic dataset;
-``banana reproduce`` runs the numbered notebooks end to end. Every subcommand has ``--help``.
+``banana pretrain`` trains a base generator (text -> image), ``banana tune`` instruction-tunes one
+(LoRA or full, with a mixing ratio); ``banana reproduce`` runs the numbered notebooks end to end.
+Every subcommand has ``--help``.
 """
 
 from __future__ import annotations
@@ -66,6 +68,59 @@ def cmd_world_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _train_config(args: argparse.Namespace, stage: str):
+    from banana.training import TrainConfig
+
+    fields = {"stage": stage, "seed": args.seed, "max_steps": args.max_steps, "batch_size": args.batch_size,
+              "learning_rate": args.learning_rate, "checkpoint_every": args.checkpoint_every,
+              "profile": args.profile, "ema_decay": args.ema_decay}
+    if stage == "tune":
+        fields.update(tuning=args.tuning, mixing_ratio=args.mixing_ratio, lora_rank=args.lora_rank)
+    else:
+        fields.update(mixing_ratio=0.0, tuning="full")
+    return TrainConfig(**fields)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from banana.training import train
+
+    _set_threads(args.threads)
+    config = _train_config(args, "pretrain")
+    world_dir = Path(args.world_dir) if args.world_dir else Path("data/world") / args.profile
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"pretrain-{args.profile}"
+    run = train(config, run_dir, world_dir=world_dir, progress=not args.no_progress)
+    print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
+    if args.publish:
+        from banana.training.publish import publish_generator
+
+        out = publish_generator(run, args.publish, command="banana " + " ".join(sys.argv[1:]), machine=args.machine)
+        print(f"published {out}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from banana.training import train
+    from banana.training.publish import shipped_generator_dir
+
+    _set_threads(args.threads)
+    config = _train_config(args, "tune")
+    base = Path(args.base) if args.base else shipped_generator_dir(args.profile)
+    if not base.is_dir():
+        raise FileNotFoundError(f"base generator {base} does not exist: pass --base or run 'banana pretrain'")
+    world_dir = Path(args.world_dir) if args.world_dir else Path("data/world") / args.profile
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"tune-{args.profile}-{args.tuning}-r{args.mixing_ratio}"
+    run = train(config, run_dir, generator=base, world_dir=world_dir, progress=not args.no_progress)
+    print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from banana.reproduce import reproduce
 
@@ -119,6 +174,40 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--spp", type=int, default=4, help="RGB samples per pixel")
     preview.add_argument("--out", default="world_preview.png", help="PNG to write")
     preview.set_defaults(func=cmd_world_preview)
+
+    def training_options(sub: argparse.ArgumentParser, steps: int, lr: float) -> None:
+        sub.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
+                         help="generator preset and default world (data/world/<profile>)")
+        sub.add_argument("--world-dir", dest="world_dir", default=None, help="built world to train on")
+        sub.add_argument("--run-dir", dest="run_dir", default=None, help="run directory (resumed if it has a checkpoint)")
+        sub.add_argument("--max-steps", dest="max_steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
+        sub.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per step")
+        sub.add_argument("--learning-rate", dest="learning_rate", type=float, default=lr, help=f"AdamW lr (default {lr})")
+        sub.add_argument("--ema-decay", dest="ema_decay", type=float, default=0.999, help="EMA of weights; 0 disables")
+        sub.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=200, help="steps between checkpoints")
+        sub.add_argument("--seed", type=int, default=0, help="fixes init, data order, mixing and noise")
+        sub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+        sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    pretrain = commands.add_parser("pretrain", help="pretrain a base generator on world images and descriptions",
+                                   description="Text -> image pretraining of a fresh generator from a preset "
+                                               "(our stand-in for the paper's pretrained generator).")
+    training_options(pretrain, steps=2000, lr=1e-3)
+    pretrain.add_argument("--publish", default=None,
+                          help="copy the result and a model card here (e.g. data/generators/base-cpu)")
+    pretrain.add_argument("--machine", default="unspecified", help="hardware description written into the model card")
+    pretrain.set_defaults(func=cmd_pretrain)
+
+    tune = commands.add_parser("tune", help="instruction-tune a base generator on generation + vision data",
+                               description="Mix vision-task examples (segmentation, depth, normals as RGB) into the "
+                                           "generation data at --mixing-ratio and tune with LoRA or fully.")
+    training_options(tune, steps=1000, lr=1e-3)
+    tune.add_argument("--base", default=None, help="base generator dir (default: data/generators/base-<profile>)")
+    tune.add_argument("--tuning", choices=("lora", "full"), default="lora", help="LoRA adapters or full tuning")
+    tune.add_argument("--mixing-ratio", dest="mixing_ratio", type=float, default=0.5,
+                      help="fraction of each batch drawn from vision-task examples")
+    tune.add_argument("--lora-rank", dest="lora_rank", type=int, default=8, help="LoRA rank")
+    tune.set_defaults(func=cmd_tune)
 
     repro = commands.add_parser("reproduce", help="execute the numbered notebooks end to end",
                                 description="Run notebooks 01, 02, ... through papermill with one profile "

@@ -73,3 +73,43 @@ def palette_legend(palette: Mapping[str, tuple[int, int, int]], ax=None):
     ax.set_xlim(-0.1, len(palette)), ax.set_ylim(-0.6, 1.05)
     ax.axis("off")
     return ax
+
+
+def show_predictions(images: np.ndarray, targets: Mapping[str, np.ndarray], predictions: Mapping[str, np.ndarray],
+                     size: float = 1.8):
+    """Input | (ground truth, prediction) per task, one row per image. ``targets`` and
+    ``predictions`` map a task name to RGB pictures ``[B, 3, H, W]`` (codec encodings)."""
+    import matplotlib.pyplot as plt
+
+    tasks = list(targets)
+    columns = 1 + 2 * len(tasks)
+    fig, axes = plt.subplots(len(images), columns, figsize=(size * columns, size * len(images)), squeeze=False)
+    for row, image in enumerate(images):
+        pictures = [("input", image)] + [pair for task in tasks for pair in
+                                         ((f"{task}\nground truth", targets[task][row]),
+                                          (f"{task}\ngenerated", predictions[task][row]))]
+        for col, (title, picture) in enumerate(pictures):
+            ax = axes[row, col]
+            ax.imshow(to_hwc(np.asarray(picture)), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 4, size: float = 2.2):
+    """Generated images ``[B, 3, H, W]`` with their (wrapped) prompts as titles."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    rows = (len(images) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows * 1.25), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, prompt in zip(axes.flat, images, prompts):
+        ax.imshow(to_hwc(np.asarray(image)), interpolation="nearest")
+        ax.set_title(textwrap.fill(prompt, 28), fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,387 @@
+"""Training runs: one directory per run, resumable, with everything needed to trust its numbers.
+
+Why
+---
+A number in a report is only as good as the run that produced it. So :func:`train` writes
+everything into one run directory and can be killed and restarted at any point::
+
+    run_dir/
+      config.json            the resolved TrainConfig ("train") and GeneratorConfig ("generator")
+      run_info.json          seed, package versions, git SHA, machine (banana.provenance)
+      checkpoints/last.ckpt  Lightning checkpoint (every ``checkpoint_every`` steps and at the end)
+      logs/version_*/        Lightning CSV logs (one version per invocation; a resumed run adds one)
+      model/                 full tuning / pretraining: BananaGenerator.save_pretrained (EMA weights)
+      adapter/               LoRA tuning: banana.adapters.save_adapter (EMA weights)
+      metrics.json           final loss, mean loss over the last 10% of steps, steps, images seen,
+                             wall seconds and training throughput (images per second)
+      loss_curve.png         the logged losses, smoothed
+
+Resuming
+--------
+If ``run_dir/checkpoints/last.ckpt`` exists, :func:`train` continues that run (``ckpt_path``):
+weights, optimiser and LR-scheduler state, EMA buffers and the step counter come from the
+checkpoint. ``max_steps`` may be raised to extend a finished run; every other field of the
+:class:`TrainConfig` must match the stored ``config.json``.
+
+What is exact: batch ``b`` of the sampler and the noise/timesteps of step ``b`` are pure
+functions of ``(seed, b)`` (see :mod:`banana.training.data` and :mod:`banana.training.module`), and
+the sampler restarts at the checkpoint's ``global_step``. On CPU, a run killed after a checkpoint
+and resumed therefore ends with **bitwise the same weights** as an uninterrupted run (tested).
+Not exact: steps done after the last checkpoint and before the kill are recomputed (the CSV
+keeps the newest value per step), wall-clock numbers, and on a GPU any kernel that is not
+deterministic (``deterministic="warn"`` there: such kernels warn instead of failing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from banana.training.data import BananaExamples, MixedBatchSampler, make_dataloader
+from banana.training.module import BananaModule, TrainConfig
+
+__all__ = ["train", "load_run", "read_config", "MixedDataModule", "ThroughputMeter", "read_loss_log",
+           "plot_loss_curve", "CHECKPOINT_DIR", "LAST_CHECKPOINT"]
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+#: TrainConfig fields that may change when a run is resumed.
+RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "checkpoint_every", "num_workers"})
+
+
+class _LiveStartSampler(MixedBatchSampler):
+    """A :class:`MixedBatchSampler` whose every pass starts at the trainer's current ``global_step``.
+
+    Lightning may start a new "epoch" (a new ``iter()``) whenever its own batch count says the
+    last one ended, e.g. after resuming from the end-of-run checkpoint of a shorter run. Reading
+    the live step at ``iter()`` time keeps step ``s`` on global batch ``s`` whatever Lightning's
+    epoch bookkeeping says (a run here is one long stream; its epochs carry no meaning).
+    """
+
+    def __init__(self, trainer, **kwargs):
+        super().__init__(**kwargs)
+        self.trainer = trainer
+
+    def __iter__(self):
+        if self.trainer is not None:
+            self.start_batch = int(self.trainer.global_step)
+        return super().__iter__()
+
+
+class MixedDataModule(L.LightningDataModule):
+    """Builds the run's DataLoader when Lightning asks for it, i.e. *after* a checkpoint has been
+    restored, so the sampler can start at the restored ``global_step``."""
+
+    def __init__(self, examples: BananaExamples, config: TrainConfig):
+        super().__init__()
+        self.examples = examples
+        self.config = config
+
+    def train_dataloader(self):
+        trainer = self.trainer
+        start = int(trainer.global_step) if trainer is not None else 0
+        rank = trainer.global_rank if trainer is not None else 0
+        world_size = trainer.world_size if trainer is not None else 1
+        n = len(self.examples)
+        sampler = _LiveStartSampler(trainer, n_generation=n, n_vision=n, batch_size=self.config.batch_size,
+                                    mixing_ratio=self.config.mixing_ratio, num_batches=self.config.max_steps,
+                                    seed=self.config.seed, rank=rank, world_size=world_size, start_batch=start)
+        return make_dataloader(self.examples, sampler, num_workers=self.config.num_workers,
+                               pin_memory=torch.cuda.is_available())
+
+
+class ThroughputMeter(Callback):
+    """Times this invocation's training steps (first batch start -> last batch end)."""
+
+    def __init__(self):
+        self.start_step: int | None = None
+        self.end_step: int | None = None
+        self.t0: float | None = None
+        self.t1: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+            self.start_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.t1 = time.perf_counter()
+        self.end_step = trainer.global_step
+
+    @property
+    def steps(self) -> int:
+        return 0 if self.start_step is None else self.end_step - self.start_step
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.t0 is None else self.t1 - self.t0
+
+
+def read_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
+    """``(TrainConfig, GeneratorConfig)`` stored in a run directory's ``config.json``."""
+    from banana.models import GeneratorConfig
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a banana training run")
+    data = json.loads(path.read_text())
+    return TrainConfig.from_dict(data["train"]), GeneratorConfig.from_dict(data["generator"])
+
+
+def _resolve_generator(config: TrainConfig, generator):
+    """-> (generator, base_model path or None)."""
+    from banana.models import BananaGenerator
+
+    if isinstance(generator, BananaGenerator):
+        return generator, config.base_model
+    if generator is not None:                       # a path to a saved base
+        return BananaGenerator.from_pretrained(generator), str(Path(generator).resolve())
+    if config.base_model is not None:
+        return BananaGenerator.from_pretrained(config.base_model), str(Path(config.base_model).resolve())
+    if config.stage == "pretrain":
+        return BananaGenerator.from_preset(config.profile, seed=config.seed), None
+    raise ValueError("stage='tune' needs a base generator: pass generator=<BananaGenerator or directory> "
+                     "or set TrainConfig.base_model")
+
+
+def _check_resume(run_dir: Path, config: TrainConfig, generator_config) -> None:
+    old_train, old_generator = read_config(run_dir)
+    diffs = [f"{k}: stored {v!r}, now {getattr(config, k)!r}" for k, v in old_train.to_dict().items()
+             if k not in RESUMABLE_CHANGES and getattr(config, k) != v]
+    if old_generator != generator_config:
+        diffs.append("the generator config differs")
+    if diffs:
+        raise ValueError(f"{run_dir} holds a run with a different config, so it cannot be resumed ("
+                         + "; ".join(diffs) + "). Use another run directory, or delete this one to restart.")
+
+
+def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: str | Path | None = None, *,
+          progress: bool = True, callbacks: Sequence[Callback] = ()) -> Path:
+    """Run (or resume) a training run in ``run_dir`` and return ``run_dir``.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        run_dir: the run directory (created; resumed if it holds ``checkpoints/last.ckpt``).
+        generator: a :class:`~banana.models.BananaGenerator` (trained **in place**; it holds the
+            exported EMA weights afterwards), a directory saved by ``save_pretrained`` (the base of
+            a tuning run), or ``None``: ``config.base_model`` if set, else (pretraining only) a fresh
+            generator from the ``config.profile`` preset seeded with ``config.seed``.
+        world_dir: the built world to train on (default ``config.world_dir``); its resolution must
+            equal the generator's.
+        progress: Lightning's progress bar and model summary.
+        callbacks: extra Lightning callbacks.
+    """
+    from banana.adapters import codec_settings, save_adapter
+    from banana.provenance import write_run_info
+    from banana.world import load_world
+
+    wall_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    world_dir = world_dir if world_dir is not None else config.world_dir
+    if world_dir is None:
+        raise ValueError("no world to train on: pass world_dir= or set TrainConfig.world_dir")
+    generator, base_model = _resolve_generator(config, generator)
+    config = dataclasses.replace(config, world_dir=str(Path(world_dir).resolve()), base_model=base_model)
+
+    checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+    resuming = checkpoint.is_file()
+    if resuming:
+        _check_resume(run_dir, config, generator.config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"train": config.to_dict(), "generator": generator.config.to_dict()}
+    (run_dir / "config.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_run_info(run_dir, {**record, "seed": config.seed, "resumed": resuming})
+
+    split = load_world(world_dir)[config.split]
+    resolution = int(split[0]["image"].shape[-1])
+    if resolution != generator.config.resolution:
+        raise ValueError(f"the world at {world_dir} is {resolution}px but the generator is "
+                         f"{generator.config.resolution}px: build a world of the generator's resolution")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    examples = BananaExamples(split, seed=config.seed, random_palette_prob=config.random_palette_prob,
+                              drop_text_prob=config.drop_text_prob, drop_image_prob=config.drop_image_prob,
+                              drop_both_prob=config.drop_both_prob)
+    module = BananaModule(generator, config)
+    datamodule = MixedDataModule(examples, config)
+    meter = ThroughputMeter()
+    on_gpu = torch.cuda.is_available()
+    trainer = L.Trainer(
+        max_steps=config.max_steps, accelerator="auto", devices=1,
+        deterministic="warn" if on_gpu else True, precision=config.precision,
+        logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
+        gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
+        callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
+                                   save_top_k=0, every_n_train_steps=config.checkpoint_every),
+                   meter, *callbacks],
+        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
+    )
+    with warnings.catch_warnings():
+        # num_workers=0 is deliberate (2-core machines); mid-epoch resumption is handled by the
+        # sampler starting at the restored global_step, which Lightning cannot see.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch.*")
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+        start_step = _checkpoint_step(checkpoint) if resuming else 0
+        if start_step > config.max_steps:
+            raise ValueError(f"{run_dir} is already at step {start_step} > max_steps={config.max_steps}")
+        if start_step == config.max_steps:      # a finished run: just load it and re-export
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            module.load_state_dict(state["state_dict"])
+            steps_done = start_step
+        else:
+            generator.train()   # from_pretrained returns eval mode; Lightning keeps modules' modes
+            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resuming else None)
+            if trainer.interrupted:
+                raise KeyboardInterrupt(f"training was interrupted at step {trainer.global_step}; "
+                                        f"run train() again on {run_dir} to resume from the last checkpoint")
+            trainer.save_checkpoint(checkpoint, weights_only=False)
+            steps_done = trainer.global_step
+
+    module.export_weights()
+    generator.eval()
+    if config.tuning == "lora":
+        save_adapter(generator, run_dir / "adapter",
+                     {"base_model": base_model, "codecs": codec_settings(config.random_palette_prob),
+                      "train_config": config.to_dict()})
+    else:
+        generator.save_pretrained(run_dir / "model")
+
+    metrics = _metrics(run_dir, config, steps_done, start_step, meter, time.perf_counter() - wall_start, module)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    plot_loss_curve(run_dir)
+    return run_dir
+
+
+def _checkpoint_step(path: Path) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return int(state["global_step"])
+
+
+# ---------------------------------------------------------------------------------- logs & metrics
+def read_loss_log(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every logged ``train/*`` series of a run: name -> [(step, value)], sorted by step.
+
+    All invocations (``logs/version_*``) are merged; where a step was logged twice (it ran again
+    after a resume) the newest invocation's value wins.
+    """
+    import csv
+
+    series: dict[str, dict[int, float]] = {}
+    versions = sorted((Path(run_dir) / "logs").glob("version_*/metrics.csv"),
+                      key=lambda p: int(p.parent.name.split("_")[-1]))
+    for path in versions:
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                if not row.get("step"):
+                    continue
+                step = int(float(row["step"]))
+                for name, value in row.items():
+                    if name.startswith("train/") and value not in ("", None):
+                        series.setdefault(name, {})[step] = float(value)
+    return {name: sorted(values.items()) for name, values in series.items()}
+
+
+def _mean_last(points: list[tuple[int, float]], max_steps: int, fraction: float = 0.1) -> float | None:
+    if not points:
+        return None
+    cutoff = max_steps * (1.0 - fraction)
+    tail = [v for s, v in points if s + 1 > cutoff] or [points[-1][1]]
+    return float(sum(tail) / len(tail))
+
+
+def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, meter: ThroughputMeter,
+             wall_seconds: float, module: BananaModule) -> dict[str, Any]:
+    log = read_loss_log(run_dir)
+    loss = log.get("train/loss", [])
+    images_this_run = meter.steps * config.batch_size
+    return {
+        "steps": int(steps),
+        "resumed_from_step": int(start_step),
+        "steps_this_run": int(meter.steps),
+        "images_seen": int(steps * config.batch_size),
+        "final_loss": loss[-1][1] if loss else None,
+        "mean_loss_last_10pct": _mean_last(loss, steps),
+        "mean_loss_generation_last_10pct": _mean_last(log.get("train/loss_generation", []), steps),
+        "mean_loss_vision_last_10pct": _mean_last(log.get("train/loss_vision", []), steps),
+        "wall_seconds": round(wall_seconds, 3),
+        "train_seconds": round(meter.seconds, 3),
+        "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None,
+        "batch_size": config.batch_size,
+        "trainable_parameters": module.num_trainable(),
+        "device": str(module.device),
+        "loss_resolution_steps": config.log_every,
+    }
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    """Exponential moving average with a span of ``window`` points, bias-corrected."""
+    alpha = 2.0 / (window + 1.0)
+    out, avg, weight = [], 0.0, 0.0
+    for v in values:
+        avg = (1 - alpha) * avg + alpha * v
+        weight = (1 - alpha) * weight + alpha
+        out.append(avg / weight)
+    return out
+
+
+def plot_loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Plot the run's logged losses (raw, faint; smoothed, solid) to ``loss_curve.png``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    run_dir = Path(run_dir)
+    path = Path(path) if path is not None else run_dir / "loss_curve.png"
+    log = read_loss_log(run_dir)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot(1, 1, 1)
+    colors = {"train/loss": "black", "train/loss_generation": "tab:blue", "train/loss_vision": "tab:orange"}
+    for name, color in colors.items():
+        points = log.get(name)
+        if not points:
+            continue
+        steps = [s + 1 for s, _ in points]
+        values = [v for _, v in points]
+        window = max(1, len(values) // 20)
+        ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.8)
+        ax.plot(steps, _smooth(values, window), color=color, linewidth=1.6,
+                label=f"{name.split('/')[-1]} (EMA span {window})")
+    if any(v > 0 for points in log.values() for _, v in points):
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MSE")
+    ax.set_title(f"{run_dir.name}: training loss")
+    if log:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------- loading
+def load_run(run_dir: str | Path, base_dir: str | Path | None = None):
+    """The trained generator of a finished run, in eval mode: ``model/`` for full tuning and
+    pretraining, else the base (``base_dir`` or the recorded ``base_model``) + ``adapter/``."""
+    from banana.adapters import load_adapter, read_adapter_config
+    from banana.models import BananaGenerator
+
+    run_dir = Path(run_dir)
+    if (run_dir / "model").is_dir():
+        return BananaGenerator.from_pretrained(run_dir / "model")
+    if (run_dir / "adapter").is_dir():
+        base = base_dir or read_adapter_config(run_dir / "adapter")["metadata"].get("base_model")
+        if base is None:
+            raise ValueError(f"{run_dir} holds a LoRA adapter whose base path was not recorded: pass base_dir=")
+        return load_adapter(BananaGenerator.from_pretrained(base), run_dir / "adapter")
+    raise FileNotFoundError(f"{run_dir} holds no trained model (no model/ or adapter/): has the run finished?")

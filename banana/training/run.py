@@ -215,6 +215,8 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     datamodule = MixedDataModule(examples, config)
     meter = ThroughputMeter()
     on_gpu = torch.cuda.is_available()
+    deterministic_before = torch.are_deterministic_algorithms_enabled()      # the Trainer's __init__ changes it
+    deterministic_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
     trainer = L.Trainer(
         max_steps=config.max_steps, accelerator="auto", devices=1,
         deterministic="warn" if on_gpu else True, precision=config.precision,
@@ -225,27 +227,10 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
                    meter, *callbacks],
         enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
     )
-    with warnings.catch_warnings():
-        # num_workers=0 is deliberate (2-core machines); mid-epoch resumption is handled by the
-        # sampler starting at the restored global_step, which Lightning cannot see.
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch.*")
-        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-        start_step = _checkpoint_step(checkpoint) if resuming else 0
-        if start_step > config.max_steps:
-            raise ValueError(f"{run_dir} is already at step {start_step} > max_steps={config.max_steps}")
-        if start_step == config.max_steps:      # a finished run: just load it and re-export
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            module.load_state_dict(state["state_dict"])
-            steps_done = start_step
-        else:
-            generator.train()   # from_pretrained returns eval mode; Lightning keeps modules' modes
-            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resuming else None)
-            if trainer.interrupted:
-                raise KeyboardInterrupt(f"training was interrupted at step {trainer.global_step}; "
-                                        f"run train() again on {run_dir} to resume from the last checkpoint")
-            trainer.save_checkpoint(checkpoint, weights_only=False)
-            steps_done = trainer.global_step
+    try:
+        steps_done, start_step = _fit(trainer, module, datamodule, generator, checkpoint, resuming, config, run_dir)
+    finally:   # Lightning switches deterministic algorithms on process-wide; give the caller its setting back
+        torch.use_deterministic_algorithms(deterministic_before, warn_only=deterministic_warn_before)
 
     module.export_weights()
     generator.eval()
@@ -262,9 +247,33 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     return run_dir
 
 
-def _checkpoint_step(path: Path) -> int:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return int(state["global_step"])
+def _fit(trainer, module, datamodule, generator, checkpoint: Path, resuming: bool, config: TrainConfig,
+         run_dir: Path) -> tuple[int, int]:
+    """Fit (or, for a finished run, just load) and return ``(steps done, step resumed from)``."""
+    with warnings.catch_warnings():
+        # num_workers=0 is deliberate (2-core machines); mid-epoch resumption is handled by the
+        # sampler starting at the restored global_step, which Lightning cannot see.
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch.*")
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False) if resuming else None
+        start_step = int(state["global_step"]) if resuming else 0
+        if start_step > config.max_steps:
+            raise ValueError(f"{run_dir} is already at step {start_step} > max_steps={config.max_steps}")
+        if start_step == config.max_steps:      # a finished run: just load it and re-export
+            module.load_state_dict(state["state_dict"])
+            steps_done = start_step
+        else:
+            generator.train()   # from_pretrained returns eval mode; Lightning keeps modules' modes
+            del state
+            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resuming else None)
+            if trainer.interrupted:
+                raise KeyboardInterrupt(f"training was interrupted at step {trainer.global_step}; "
+                                        f"run train() again on {run_dir} to resume from the last checkpoint")
+            trainer.save_checkpoint(checkpoint, weights_only=False)
+            steps_done = trainer.global_step
+
+    return steps_done, start_step
 
 
 # ---------------------------------------------------------------------------------- logs & metrics
@@ -304,6 +313,12 @@ def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, me
     log = read_loss_log(run_dir)
     loss = log.get("train/loss", [])
     images_this_run = meter.steps * config.batch_size
+    throughput = {"train_seconds": round(meter.seconds, 3),
+                  "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None}
+    previous = run_dir / "metrics.json"
+    if meter.steps == 0 and previous.is_file():   # a finished run re-exported: keep the measured throughput
+        old = json.loads(previous.read_text())
+        throughput = {k: old.get(k) for k in throughput}
     return {
         "steps": int(steps),
         "resumed_from_step": int(start_step),
@@ -314,8 +329,7 @@ def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, me
         "mean_loss_generation_last_10pct": _mean_last(log.get("train/loss_generation", []), steps),
         "mean_loss_vision_last_10pct": _mean_last(log.get("train/loss_vision", []), steps),
         "wall_seconds": round(wall_seconds, 3),
-        "train_seconds": round(meter.seconds, 3),
-        "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None,
+        **throughput,
         "batch_size": config.batch_size,
         "trainable_parameters": module.num_trainable(),
         "device": str(module.device),

@@ -28,6 +28,16 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"n_preview": 4},
         "gpu": {"n_preview": 6},
     },
+    "03_pretrain_generator": {
+        "smoke": {"max_steps": 20, "batch_size": 16},
+        "cpu": {"max_steps": 1500, "batch_size": 16},
+        "gpu": {"max_steps": 20000, "batch_size": 64},
+    },
+    "04_instruction_tune": {
+        "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 2},
+        "cpu": {"max_steps": 600, "batch_size": 16, "n_eval": 64, "sampling_steps": 10},
+        "gpu": {"max_steps": 10000, "batch_size": 64, "n_eval": 500, "sampling_steps": 10},
+    },
 }
 
 

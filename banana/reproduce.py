@@ -20,6 +20,8 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PIPELINE: tuple[str, ...] = (
     "01_task_as_image",
     "02_synthetic_world",
+    "03_pretrain_generator",
+    "04_instruction_tune",
 )
 
 PROFILES = ("smoke", "cpu", "gpu")

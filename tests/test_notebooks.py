@@ -61,10 +61,15 @@ def smoke_run(tmp_path_factory):
     """Execute every notebook once in the smoke profile; shared by the tests below."""
     root = tmp_path_factory.mktemp("smoke")
     executed = {}
+    per_notebook = {
+        "02_synthetic_world": {"world_dir": str(root / "world")},
+        "03_pretrain_generator": {"world_dir": str(root / "world"), "run_dir": str(root / "pretrain")},
+        "04_instruction_tune": {"world_dir": str(root / "world"), "run_dir": str(root / "tune"),
+                                "base_dir": str(root / "pretrain" / "model")},
+    }
     for name in PIPELINE:
         parameters = {"profile": "smoke", "seed": 0, "reports_dir": str(root / "reports")}
-        if name == "02_synthetic_world":
-            parameters["world_dir"] = str(root / "world")
+        parameters.update(per_notebook.get(name, {}))
         executed[name] = execute_notebook(notebook_path(name), root / "executed" / f"{name}.ipynb",
                                           parameters, timeout_s=600, progress=False)
     return root, executed
@@ -79,9 +84,14 @@ def test_notebooks_execute_in_the_smoke_profile_and_write_their_reports(smoke_ru
         assert not errors, f"{name}: {errors}"
     reports = root / "reports"
     for produced in ("tables/codec_ceiling.csv", "tables/codec_ceiling.md", "figures/depth_codec_walk.png",
-                     "figures/world_train_samples.png", "tables/world_class_frequencies.csv"):
+                     "figures/world_train_samples.png", "tables/world_class_frequencies.csv",
+                     "figures/pretrain_samples_smoke.png", "figures/tune_predictions_smoke_lora_r0.5.png",
+                     "tables/tune_val_metrics_smoke_lora_r0.5.md"):
         assert (reports / produced).is_file(), produced
     assert (root / "world" / "world_config.json").is_file()
+    assert (root / "pretrain" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    val = json.loads((root / "tune" / "val_metrics.json").read_text())
+    assert set(val["metrics"]) == {"segmentation", "depth", "normals"} and val["n_eval"] == 8
 
 
 @pytest.mark.notebook

@@ -41,7 +41,7 @@ def _banana(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", [[], ["world"], ["world", "build"], ["world", "info"],
-                                     ["world", "preview"], ["reproduce"]])
+                                     ["world", "preview"], ["pretrain"], ["tune"], ["reproduce"]])
 def test_every_subcommand_has_help(command):
     result = _banana(*command, "--help")
     assert result.returncode == 0, result.stderr

@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: install test test-slow reproduce world bench clean-notebooks
+.PHONY: install test test-slow reproduce world bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,4 @@ world: install
 bench: install
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_renderer.py
+	$(BIN)/python benchmarks/bench_training.py

@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch import nn
-
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from banana.config import SerializableConfig
 
 # --------------------------------------------------------------------------- tokenizer
 PAD, UNK, NUM, BOS = "<pad>", "<unk>", "<num>", "<bos>"
@@ -181,7 +182,7 @@ class InstructionEncoder(ModelMixin, ConfigMixin):
 
 # --------------------------------------------------------------------------- config and presets
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(SerializableConfig):
     """Everything that fixes the generator's architecture and its diffusion process."""
 
     resolution: int = 32                                   # image side in pixels
@@ -211,17 +212,6 @@ class GeneratorConfig:
             raise ValueError(f"resolution {self.resolution} is not divisible by the UNet's downsampling "
                              f"factor {2 ** (len(self.block_out_channels) - 1)}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GeneratorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown GeneratorConfig fields {sorted(unknown)}")
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**data)
 
 
 #: Presets, sized from measurements on a 2-core CPU (PROBES.md): the 1.7 M-parameter ``cpu``

@@ -57,6 +57,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from banana.config import SerializableConfig
+
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
@@ -134,7 +136,7 @@ def _fresh_copy(scheduler: SchedulerMixin) -> SchedulerMixin:
 
 # --------------------------------------------------------------------------- defaults
 @dataclass(frozen=True)
-class SamplingDefaults:
+class SamplingDefaults(SerializableConfig):
     """Per-pipeline defaults for the sampling arguments (a call's explicit argument wins).
 
     ``max_batch_size`` caps the rows of one UNet call (inputs x ensemble members x guidance
@@ -156,16 +158,6 @@ class SamplingDefaults:
         if self.max_batch_size is not None:
             _check_positive_int(self.max_batch_size, "max_batch_size")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "SamplingDefaults":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown sampling defaults {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -91,4 +91,39 @@ def reproduce(profile: str = "cpu", seed: int = 0, reports_dir: str | Path | Non
     record["seconds"] = timings
     record["total_seconds"] = round(sum(timings.values()), 1)
     (executed_dir / "timings.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_reports_index(reports_dir, record)
     return timings
+
+
+def write_reports_index(reports_dir: str | Path, record: Mapping[str, Any]) -> Path:
+    """``reports/README.md``: what ran (command, profile, seed, git SHA, machine, seconds per
+    notebook), then every table (embedded) and figure (linked) the notebooks wrote."""
+    reports_dir = Path(reports_dir)
+    config = record["config"]
+    lines = [
+        "# banana reports",
+        "",
+        "Everything in this folder was produced by one run of",
+        "",
+        "```bash",
+        f"banana reproduce --profile {config['profile']} --seed {config['seed']}",
+        "```",
+        "",
+        f"on {record['machine']['processor']} ({record['machine']['platform']}), git `{record['git_sha']}`,"
+        f" torch {record['packages'].get('torch')}, finished {record['created']}.",
+        "Executed notebooks (with all outputs) are in [`notebooks/`](notebooks/).",
+        "",
+        "| notebook | seconds |",
+        "|---|---|",
+        *[f"| [`{name}`](notebooks/{name}.ipynb) | {seconds} |" for name, seconds in record["seconds"].items()],
+        f"| **total** | **{record['total_seconds']}** |",
+        "",
+    ]
+    for table in sorted((reports_dir / "tables").glob("*.md")):
+        lines += [f"## `tables/{table.name}`", "", table.read_text().strip(), ""]
+    figures = sorted((reports_dir / "figures").glob("*.png"))
+    if figures:
+        lines += ["## Figures", ""] + [f"- [`{f.name}`](figures/{f.name})" for f in figures] + [""]
+    path = reports_dir / "README.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -259,5 +259,5 @@ def test_bad_predict_arguments(pipe, images):
         pipe.predict(None, "depth")
     with pytest.raises(ValueError, match="ensemble_size"):
         pipe.predict(images, "depth", ensemble_size=-1)
-    with pytest.raises(ValueError, match="unknown sampling defaults"):
+    with pytest.raises(ValueError, match="unknown SamplingDefaults fields"):
         BananaPipeline(pipe.generator, defaults={"steps": 3})

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from banana.config import SerializableConfig
 from torch import nn
 
 import lightning as L
@@ -56,7 +58,7 @@ TUNINGS = ("full", "lora")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SerializableConfig):
     """Everything that defines a training run (stored as ``config.json`` in the run directory).
 
     ``stage="pretrain"`` trains a generator from its preset on generation data only
@@ -111,17 +113,6 @@ class TrainConfig:
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("need learning_rate > 0, weight_decay >= 0, warmup_steps >= 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**data)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)

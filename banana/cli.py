@@ -121,6 +121,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from banana.evaluation.harness import evaluate_run
+
+    _set_threads(args.threads)
+    out = evaluate_run(args.run_dir, split=args.split, out_dir=args.out, num_inference_steps=args.steps,
+                       scheduler=args.scheduler, ensemble_size=args.ensemble, text_guidance=args.text_guidance,
+                       image_guidance=args.image_guidance, limit=args.limit, batch_size=args.batch_size,
+                       seed=args.seed, base_dir=args.base_dir, progress=not args.no_progress)
+    record = json.loads((out / "metrics.json").read_text())
+    print(json.dumps({"headline": record["headline"], "seconds_per_image": record["seconds_per_image"]}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from banana.reproduce import reproduce
 
@@ -208,6 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
                       help="fraction of each batch drawn from vision-task examples")
     tune.add_argument("--lora-rank", dest="lora_rank", type=int, default=8, help="LoRA rank")
     tune.set_defaults(func=cmd_tune)
+
+    evaluate = commands.add_parser("evaluate", help="score a training run on a world split (metrics + predictions)",
+                                   description="Load RUN_DIR's model, answer every task on the split of the run's "
+                                               "world, and write metrics.json, predictions.npz (decoded answers and "
+                                               "the palettes used) and run_info.json. Segmentation is scored with "
+                                               "the canonical palette and with unseen random palettes.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a finished 'banana tune' / 'banana pretrain' run")
+    evaluate.add_argument("--split", choices=("test", "held_out"), default="test",
+                          help="test (in distribution) or held_out (unseen shape/colour pairs); default test")
+    evaluate.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's, 10)")
+    evaluate.add_argument("--scheduler", choices=("ddim", "dpm++", "euler"), default="ddim", help="sampler")
+    evaluate.add_argument("--ensemble", type=int, default=None, help="ensemble members per image (default 1)")
+    evaluate.add_argument("--limit", type=int, default=None, help="score only the first N images of the split")
+    evaluate.add_argument("--text-guidance", dest="text_guidance", type=float, default=None,
+                          help="classifier-free text guidance (default 1.0 = off)")
+    evaluate.add_argument("--image-guidance", dest="image_guidance", type=float, default=None,
+                          help="classifier-free image guidance (default 1.0 = off)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling noise and unseen palettes (batch k: seed + k)")
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per sampling batch")
+    evaluate.add_argument("--base-dir", dest="base_dir", default=None,
+                          help="base generator of a LoRA run whose base path was not recorded")
+    evaluate.add_argument("--out", default=None, help="output directory (default: RUN_DIR/eval-<split>)")
+    evaluate.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     repro = commands.add_parser("reproduce", help="execute the numbered notebooks end to end",
                                 description="Run notebooks 01, 02, ... through papermill with one profile "

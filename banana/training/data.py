@@ -147,9 +147,7 @@ class BananaExamples(Dataset):
         from banana.world import CANONICAL_PALETTE, CLASS_NAMES
 
         sample = self.sample(index)
-        choice_rng, _ = np.random.SeedSequence([self.seed, int(index), int(draw)]).spawn(2)
-        rng = np.random.default_rng(choice_rng)
-        drawn = self.tasks[int(rng.integers(len(self.tasks)))]
+        drawn, rng = self.drawn_task(index, draw)
         task = task or drawn
         palette = None
         if task == "segmentation":
@@ -160,6 +158,17 @@ class BananaExamples(Dataset):
         example = {"target": target * 2.0 - 1.0, "condition": _image_to_model(sample["image"]),
                    "prompt": prompt, "kind": task}
         return self._dropout(example, index, draw)
+
+    def drawn_task(self, index: int, draw: int = 0) -> tuple[str, np.random.Generator]:
+        """The task :meth:`vision` draws for ``(index, draw)``, and the example's RNG just after that
+        draw (``vision`` goes on with it for the palette and the wording).
+
+        Cheap (no data is read), so :mod:`banana.baselines` can ask which task every vision slot of
+        a generalist's stream drew, and train its specialists on exactly those images.
+        """
+        choice_rng, _ = np.random.SeedSequence([self.seed, int(index), int(draw)]).spawn(2)
+        rng = np.random.default_rng(choice_rng)
+        return self.tasks[int(rng.integers(len(self.tasks)))], rng
 
     def _dropout(self, example: dict, index: int, draw: int) -> dict:
         """InstructPix2Pix condition dropout: one uniform number picks text / image / both / none."""

@@ -71,15 +71,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback
 
 from banana.config import SerializableConfig
 from banana.models import GENERATOR_PRESETS, BananaGenerator, GeneratorConfig, build_unet
 from banana.tasks import TASKS
 from banana.training.data import VISION, BananaExamples, ExampleKey, MixedBatchSampler
 from banana.training.module import EMA, BananaModule, TrainConfig
-from banana.training.run import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, _fit, _mean_last,
+from banana.training.run import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, _fit, _mean_last, keep_determinism_setting, make_trainer,
                                  plot_loss_curve, read_config, read_loss_log, train)
 
 __all__ = ["SpecialistConfig", "Specialist", "SpecialistExamples", "SpecialistBatchSampler", "SpecialistModule",
@@ -632,23 +631,9 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
                           stream=stream)
     datamodule = _SpecialistData(SpecialistExamples(split, config.task), sampler_kwargs, config.num_workers)
     meter = ThroughputMeter()
-    on_gpu = torch.cuda.is_available()
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
-    deterministic_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    trainer = L.Trainer(
-        max_steps=max_steps, accelerator="auto", devices=1,
-        deterministic="warn" if on_gpu else True, precision=config.precision,
-        logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
-        gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
-        callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
-                                   save_top_k=0, every_n_train_steps=config.checkpoint_every),
-                   meter, *callbacks],
-        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
-    )
-    try:
+    with keep_determinism_setting():
+        trainer = make_trainer(run_dir, max_steps, config, [meter, *callbacks], progress)
         steps_done, start_step = _fit(trainer, module, datamodule, model, checkpoint, resuming, config, run_dir)
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before, warn_only=deterministic_warn_before)
 
     module.export_weights()
     model.eval().save_pretrained(run_dir / "model")

@@ -45,7 +45,6 @@ the image generator model lives in :attr:`BananaPipeline.generator` (set at cons
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import math

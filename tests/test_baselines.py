@@ -22,30 +22,13 @@ from banana.baselines import (IGNORE_INDEX, Specialist, SpecialistBatchSampler, 
 from banana.models import BananaGenerator
 from banana.tasks import TASKS
 from banana.training import VISION, BananaExamples, MixedBatchSampler, TrainConfig, load_run, read_config, train
-from banana.world import CLASS_NAMES, WORLD_PRESETS, build_world, load_world
+from banana.world import CLASS_NAMES
 
 K = len(CLASS_NAMES)
 SMOKE_TUNE = dict(stage="tune", profile="smoke", batch_size=4, log_every=1, learning_rate=1e-3, ema_decay=0.9)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("baselines_world") / "smoke"
-    build_world(out, WORLD_PRESETS["smoke"], progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def split(world_dir):
-    return load_world(world_dir)["train"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

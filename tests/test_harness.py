@@ -24,23 +24,10 @@ from banana.models import BananaGenerator
 from banana.pipeline import BananaPipeline
 from banana.tasks import decode_prediction, ensemble
 from banana.training import TrainConfig, load_run, train
-from banana.world import (CANONICAL_PALETTE, CLASS_IDS, CLASS_NAMES, COLOR_VOCABULARY, WORLD_PRESETS, build_world,
-                          load_world)
+from banana.world import CANONICAL_PALETTE, CLASS_IDS, CLASS_NAMES, COLOR_VOCABULARY, load_world
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("harness_world") / "smoke"
-    build_world(out, WORLD_PRESETS["smoke"], progress=False)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

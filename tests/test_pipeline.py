@@ -4,7 +4,6 @@ Everything runs the untrained ``smoke`` generator (16x16) for 1-2 steps: these t
 plumbing (shapes, ranges, determinism, which branches run), not picture quality.
 """
 
-import numpy as np
 import pytest
 import torch
 

@@ -21,29 +21,12 @@ from banana.adapters import (add_lora, base_fingerprint, codec_settings, has_lor
 from banana.models import BananaGenerator, GeneratorConfig
 from banana.training import (GENERATION, VISION, BananaExamples, BananaModule, ExampleKey, MixedBatchSampler,
                              TrainConfig, collate_examples, load_run, read_config, read_loss_log, train)
-from banana.world import CANONICAL_PALETTE, WORLD_PRESETS, build_world, load_world
+from banana.world import CANONICAL_PALETTE
 
 SMOKE = dict(profile="smoke", batch_size=4, log_every=1, learning_rate=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("training_world") / "smoke"
-    build_world(out, WORLD_PRESETS["smoke"], progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def split(world_dir):
-    return load_world(world_dir)["train"]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

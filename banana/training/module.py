@@ -36,10 +36,8 @@ which the sampler's resume logic relies on).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch

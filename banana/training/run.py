@@ -34,6 +34,7 @@ deterministic (``deterministic="warn"`` there: such kernels warn instead of fail
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -214,23 +215,9 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     module = BananaModule(generator, config)
     datamodule = MixedDataModule(examples, config)
     meter = ThroughputMeter()
-    on_gpu = torch.cuda.is_available()
-    deterministic_before = torch.are_deterministic_algorithms_enabled()      # the Trainer's __init__ changes it
-    deterministic_warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
-    trainer = L.Trainer(
-        max_steps=config.max_steps, accelerator="auto", devices=1,
-        deterministic="warn" if on_gpu else True, precision=config.precision,
-        logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
-        gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
-        callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
-                                   save_top_k=0, every_n_train_steps=config.checkpoint_every),
-                   meter, *callbacks],
-        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
-    )
-    try:
+    with keep_determinism_setting():
+        trainer = make_trainer(run_dir, config.max_steps, config, [meter, *callbacks], progress)
         steps_done, start_step = _fit(trainer, module, datamodule, generator, checkpoint, resuming, config, run_dir)
-    finally:   # Lightning switches deterministic algorithms on process-wide; give the caller its setting back
-        torch.use_deterministic_algorithms(deterministic_before, warn_only=deterministic_warn_before)
 
     module.export_weights()
     generator.eval()
@@ -245,6 +232,33 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     plot_loss_curve(run_dir)
     return run_dir
+
+
+@contextlib.contextmanager
+def keep_determinism_setting():
+    """Lightning's Trainer switches deterministic algorithms on process-wide; give the caller
+    its own setting back afterwards."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
+def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Callback], progress: bool) -> L.Trainer:
+    """The Trainer every banana run uses: one device, deterministic (warn-only on GPU, where some
+    kernels have no deterministic version), CSV logs and ``checkpoints/last.ckpt`` in ``run_dir``.
+    ``config`` needs ``precision``, ``log_every``, ``grad_clip`` and ``checkpoint_every``."""
+    return L.Trainer(
+        max_steps=max_steps, accelerator="auto", devices=1,
+        deterministic="warn" if torch.cuda.is_available() else True, precision=config.precision,
+        logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
+        gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
+        callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
+                                   save_top_k=0, every_n_train_steps=config.checkpoint_every), *callbacks],
+        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
+    )
 
 
 def _fit(trainer, module, datamodule, generator, checkpoint: Path, resuming: bool, config: TrainConfig,

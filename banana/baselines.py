@@ -78,7 +78,7 @@ from banana.models import GENERATOR_PRESETS, BananaGenerator, GeneratorConfig, b
 from banana.tasks import TASKS
 from banana.training.data import VISION, BananaExamples, ExampleKey, MixedBatchSampler
 from banana.training.module import EMA, BananaModule, TrainConfig
-from banana.training.run import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, _fit, _mean_last, keep_determinism_setting, make_trainer,
+from banana.training.run import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, _fit, _mean_last, keep_determinism_setting, make_trainer, throughput_record,
                                  plot_loss_curve, read_config, read_loss_log, train)
 
 __all__ = ["SpecialistConfig", "Specialist", "SpecialistExamples", "SpecialistBatchSampler", "SpecialistModule",
@@ -640,12 +640,7 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
 
     counter = SpecialistBatchSampler(**sampler_kwargs)
     images_this_run = counter.images_in(meter.start_step or 0, (meter.start_step or 0) + meter.steps)
-    throughput = {"train_seconds": round(meter.seconds, 3),
-                  "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None}
-    previous = run_dir / "metrics.json"
-    if meter.steps == 0 and previous.is_file():     # a finished run re-exported: keep the measured throughput
-        old = json.loads(previous.read_text())
-        throughput = {k: old.get(k) for k in throughput}
+    throughput = throughput_record(run_dir, meter, images_this_run)
     loss = read_loss_log(run_dir).get("train/loss", [])
     metrics = {
         "task": config.task,

@@ -322,17 +322,24 @@ def _mean_last(points: list[tuple[int, float]], max_steps: int, fraction: float 
     return float(sum(tail) / len(tail))
 
 
+def throughput_record(run_dir: Path, meter: ThroughputMeter, images_this_run: int) -> dict[str, Any]:
+    """Training seconds and images/s of this invocation; a finished run that was only reloaded
+    and re-exported (no step taken) keeps the throughput its ``metrics.json`` measured."""
+    throughput = {"train_seconds": round(meter.seconds, 3),
+                  "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None}
+    previous = run_dir / "metrics.json"
+    if meter.steps == 0 and previous.is_file():
+        old = json.loads(previous.read_text())
+        throughput = {k: old.get(k) for k in throughput}
+    return throughput
+
+
 def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, meter: ThroughputMeter,
              wall_seconds: float, module: BananaModule) -> dict[str, Any]:
     log = read_loss_log(run_dir)
     loss = log.get("train/loss", [])
     images_this_run = meter.steps * config.batch_size
-    throughput = {"train_seconds": round(meter.seconds, 3),
-                  "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None}
-    previous = run_dir / "metrics.json"
-    if meter.steps == 0 and previous.is_file():   # a finished run re-exported: keep the measured throughput
-        old = json.loads(previous.read_text())
-        throughput = {k: old.get(k) for k in throughput}
+    throughput = throughput_record(run_dir, meter, images_this_run)
     return {
         "steps": int(steps),
         "resumed_from_step": int(start_step),

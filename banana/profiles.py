@@ -33,9 +33,14 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"max_steps": 1500, "batch_size": 16},
         "gpu": {"max_steps": 20000, "batch_size": 64},
     },
+    "05_evaluate": {
+        "smoke": {"n_eval": 8, "sampling_steps": 2, "n_retention": 4},
+        "cpu": {"n_eval": 64, "sampling_steps": 10, "n_retention": 32},
+        "gpu": {"n_eval": 500, "sampling_steps": 10, "n_retention": 256},
+    },
     "04_instruction_tune": {
         "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 2},
-        "cpu": {"max_steps": 600, "batch_size": 16, "n_eval": 64, "sampling_steps": 10},
+        "cpu": {"max_steps": 400, "batch_size": 16, "n_eval": 64, "sampling_steps": 10},
         "gpu": {"max_steps": 10000, "batch_size": 64, "n_eval": 500, "sampling_steps": 10},
     },
 }
@@ -59,3 +64,15 @@ def notebook_settings(notebook: str, profile: str, **given: Any) -> SimpleNamesp
         raise ValueError(f"{notebook} has no size parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
     resolved = {name: (given[name] if given.get(name) is not None else value) for name, value in defaults.items()}
     return SimpleNamespace(profile=profile, world=WORLD_PRESETS[profile], **resolved)
+
+
+def tuning_config(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5, seed: int = 0,
+                  learning_rate: float = 1e-3, max_steps: int | None = None):
+    """The instruction-tuning :class:`~banana.training.TrainConfig` of notebook 04 (and of every
+    later notebook that needs the same tuned model, so they agree on what "the" run is)."""
+    from banana.training import TrainConfig
+
+    settings = notebook_settings("04_instruction_tune", profile, max_steps=max_steps)
+    return TrainConfig(stage="tune", tuning=tuning, mixing_ratio=mixing_ratio, profile=profile, seed=seed,
+                       max_steps=settings.max_steps, batch_size=settings.batch_size, learning_rate=learning_rate,
+                       checkpoint_every=max(1, settings.max_steps // 5))

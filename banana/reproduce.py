@@ -22,6 +22,7 @@ PIPELINE: tuple[str, ...] = (
     "02_synthetic_world",
     "03_pretrain_generator",
     "04_instruction_tune",
+    "05_evaluate",
 )
 
 PROFILES = ("smoke", "cpu", "gpu")

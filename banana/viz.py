@@ -113,3 +113,21 @@ def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 
         ax.set_title(textwrap.fill(prompt, 28), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def show_columns(images: np.ndarray, columns: Mapping[str, np.ndarray], size: float = 1.8):
+    """Input images, then one column per entry of ``columns`` (title -> RGB ``[B, 3, H, W]``)."""
+    import matplotlib.pyplot as plt
+
+    titles = ["input", *columns]
+    fig, axes = plt.subplots(len(images), len(titles), figsize=(size * len(titles), size * len(images)),
+                             squeeze=False)
+    for row, image in enumerate(images):
+        for col, picture in enumerate([image, *(c[row] for c in columns.values())]):
+            ax = axes[row, col]
+            ax.imshow(to_hwc(np.asarray(picture)), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=8)
+    fig.tight_layout()
+    return fig

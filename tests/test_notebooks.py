@@ -66,6 +66,8 @@ def smoke_run(tmp_path_factory):
         "03_pretrain_generator": {"world_dir": str(root / "world"), "run_dir": str(root / "pretrain")},
         "04_instruction_tune": {"world_dir": str(root / "world"), "run_dir": str(root / "tune"),
                                 "base_dir": str(root / "pretrain" / "model")},
+        "05_evaluate": {"world_dir": str(root / "world"), "tune_run_dir": str(root / "tune"),
+                        "base_dir": str(root / "pretrain" / "model"), "baseline_dir": str(root / "baselines")},
     }
     for name in PIPELINE:
         parameters = {"profile": "smoke", "seed": 0, "reports_dir": str(root / "reports")}
@@ -86,7 +88,8 @@ def test_notebooks_execute_in_the_smoke_profile_and_write_their_reports(smoke_ru
     for produced in ("tables/codec_ceiling.csv", "tables/codec_ceiling.md", "figures/depth_codec_walk.png",
                      "figures/world_train_samples.png", "tables/world_class_frequencies.csv",
                      "figures/pretrain_samples_smoke.png", "figures/tune_predictions_smoke_lora_r0.5.png",
-                     "tables/tune_val_metrics_smoke_lora_r0.5.md"):
+                     "tables/tune_val_metrics_smoke_lora_r0.5.md", "tables/comparison_smoke.md",
+                     "tables/retention_smoke.md", "tables/verdict_smoke.md"):
         assert (reports / produced).is_file(), produced
     assert (root / "world" / "world_config.json").is_file()
     assert (root / "pretrain" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()

@@ -2,7 +2,8 @@
 
 ``banana world build|info|preview`` make and inspect the embedded synthetic dataset;
 ``banana pretrain`` trains a base generator (text -> image), ``banana tune`` instruction-tunes one
-(LoRA or full, with a mixing ratio); ``banana reproduce`` runs the numbered notebooks end to end.
+(LoRA or full, with a mixing ratio); ``banana reproduce`` runs the numbered notebooks end to end;
+``banana grid`` runs one over a parameter grid and ``banana aggregate`` tabulates and plots the result.
 Every subcommand has ``--help``.
 """
 
@@ -68,6 +69,52 @@ def cmd_world_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from banana.real import build_cityscapes, build_nyuv2
+
+    common = {"resolution": args.resolution, "crop": args.crop, "limit": args.limit, "overwrite": args.overwrite,
+              "progress": not args.no_progress}
+    if args.splits:
+        common["splits"] = tuple(args.splits)
+    if args.data_command == "build-cityscapes":
+        ds = build_cityscapes(args.path, args.out, **common)
+    else:
+        ds = build_nyuv2(args.path, args.out, eigen_crop=not args.no_eigen_crop, max_depth=args.max_depth,
+                         normals_frame=args.normals_frame, **common)
+    print(f"{args.data_command[6:]} dataset at {args.out}: {({s: len(ds[s]) for s in ds})}, "
+          f"columns {ds[next(iter(ds))].column_names}")
+    return 0
+
+
+def _add_data_commands(commands) -> None:
+    """``banana data build-cityscapes|build-nyuv2``: real datasets from a local download (banana.real)."""
+    data = commands.add_parser("data", help="build real datasets (Cityscapes, NYUv2) from a local download",
+                               description="Convert a dataset you downloaded into banana's example format "
+                                           "(layouts, classes and protocols: data/README.md).")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for name, what, splits in (("build-cityscapes", "Cityscapes gtFine (19 classes, ignore 255)", "train val"),
+                               ("build-nyuv2", "NYUv2 metric depth (+ normals if given)", "train test")):
+        sub = actions.add_parser(name, help=f"build {what}", description=f"Build {what} at one resolution.")
+        sub.add_argument("path", metavar="PATH", help="the dataset's root directory")
+        sub.add_argument("--out", required=True, help="output directory (a datasets.DatasetDict)")
+        sub.add_argument("--resolution", type=int, required=True, help="output height (and width with --crop center)")
+        sub.add_argument("--crop", choices=("center", "full"), default="center",
+                         help="center: centred square -> R x R (default); full: whole frame, aspect kept")
+        sub.add_argument("--splits", nargs="+", default=None, help=f"splits to build (default: {splits})")
+        sub.add_argument("--limit", type=int, default=None, help="first N images per split (quick builds)")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing, different build")
+        sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        if name == "build-nyuv2":
+            sub.add_argument("--no-eigen-crop", dest="no_eigen_crop", action="store_true",
+                             help="do not mask depth outside the Eigen crop (needed for frames other than 480x640)")
+            sub.add_argument("--max-depth", dest="max_depth", type=float, default=10.0,
+                             help="valid depth upper bound in metres (default 10)")
+            sub.add_argument("--normals-frame", dest="normals_frame", choices=("banana", "opencv"), default="banana",
+                             help="frame of the normals/ files: banana (+y up, +z to viewer) or opencv "
+                                  "(+y down, +z forward)")
+        sub.set_defaults(func=cmd_data_build)
+
+
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
@@ -80,7 +127,9 @@ def _train_config(args: argparse.Namespace, stage: str):
 
     fields = {"stage": stage, "seed": args.seed, "max_steps": args.max_steps, "batch_size": args.batch_size,
               "learning_rate": args.learning_rate, "checkpoint_every": args.checkpoint_every,
-              "profile": args.profile, "ema_decay": args.ema_decay}
+              "profile": args.profile, "ema_decay": args.ema_decay, "precision": args.precision,
+              "accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes,
+              "strategy": args.strategy}
     if stage == "tune":
         fields.update(tuning=args.tuning, mixing_ratio=args.mixing_ratio, lora_rank=args.lora_rank)
     else:
@@ -96,6 +145,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     world_dir = Path(args.world_dir) if args.world_dir else Path("data/world") / args.profile
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"pretrain-{args.profile}"
     run = train(config, run_dir, world_dir=world_dir, progress=not args.no_progress)
+    from banana.training.run import is_global_zero
+
+    if not is_global_zero():        # multi-device: the other ranks have nothing to report
+        return 0
     print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
     if args.publish:
         from banana.training.publish import publish_generator
@@ -117,7 +170,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     world_dir = Path(args.world_dir) if args.world_dir else Path("data/world") / args.profile
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"tune-{args.profile}-{args.tuning}-r{args.mixing_ratio}"
     run = train(config, run_dir, generator=base, world_dir=world_dir, progress=not args.no_progress)
-    print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
+    from banana.training.run import is_global_zero
+
+    if is_global_zero():            # multi-device: the other ranks have nothing to report
+        print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
     return 0
 
 
@@ -141,6 +197,39 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     timings = reproduce(profile=args.profile, seed=args.seed, reports_dir=args.reports_dir,
                         progress=not args.no_progress)
     print(json.dumps({"seconds": timings, "total_seconds": round(sum(timings.values()), 1)}, indent=2))
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import signal
+
+    from banana.grid import grid_summary, load_grid, run_grid
+    from banana.reproduce import REPO_ROOT
+
+    # `kill <pid>` should stop a grid as cleanly as Ctrl-C: running points are killed and left
+    # without a status (redone next time); finished points stay finished.
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    out = Path(args.out) if args.out else None
+    results = run_grid(args.notebook, args.grid, out_dir=out, profile=args.profile, workers=args.workers,
+                       timeout_s=args.timeout, retry_failed=args.retry_failed, progress=not args.no_progress,
+                       threads=args.threads)
+    out = out or REPO_ROOT / "runs" / load_grid(args.grid, args.profile).name
+    summary = grid_summary(out)
+    print(json.dumps({"grid": str(out), **{k: len(v) for k, v in summary.items()}}))
+    for name in summary.get("failed", []) + summary.get("timeout", []):
+        print(f"  {name}: {results.get(name, {}).get('error', 'see status.json')}")
+    return 0 if not (summary.get("failed") or summary.get("timeout")) else 1
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from banana.grid import aggregate
+
+    written = aggregate(args.grid_dir, reports_dir=args.out)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
     return 0
 
 
@@ -188,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--spp", type=int, default=4, help="RGB samples per pixel")
     preview.add_argument("--out", default="world_preview.png", help="PNG to write")
     preview.set_defaults(func=cmd_world_preview)
+    _add_data_commands(commands)
 
     def training_options(sub: argparse.ArgumentParser, steps: int, lr: float) -> None:
         sub.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
@@ -202,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=0, help="fixes init, data order, mixing and noise")
         sub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
         sub.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        hardware = sub.add_argument_group("devices", "where to train (--batch-size is the global batch, split "
+                                          "evenly over devices * num-nodes)")
+        hardware.add_argument("--accelerator", default="auto", help="auto | cpu | gpu | cuda | mps (default auto)")
+        hardware.add_argument("--devices", type=int, default=1, help="devices per node (default 1)")
+        hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1, help="nodes (default 1)")
+        hardware.add_argument("--strategy", default="auto",
+                              help="auto | ddp | fsdp (default auto; use ddp for several devices)")
+        hardware.add_argument("--precision", default="32-true",
+                              help="Lightning precision: 32-true (default) | bf16-mixed (GPUs with bf16: A100, H100)")
 
     pretrain = commands.add_parser("pretrain", help="pretrain a base generator on world images and descriptions",
                                    description="Text -> image pretraining of a fresh generator from a preset "
@@ -216,7 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Mix vision-task examples (segmentation, depth, normals as RGB) into the "
                                            "generation data at --mixing-ratio and tune with LoRA or fully.")
     training_options(tune, steps=1000, lr=1e-3)
-    tune.add_argument("--base", default=None, help="base generator dir (default: data/generators/base-<profile>)")
+    tune.add_argument("--base", default=None,
+                      help="base generator dir (default: data/generators/base-<profile>), or a local Stable-Diffusion-"
+                           "family checkpoint dir (model_index.json, unet/, vae/, ...): tuned in latent space at the "
+                           "world's resolution (banana.latent)")
     tune.add_argument("--tuning", choices=("lora", "full"), default="lora", help="LoRA adapters or full tuning")
     tune.add_argument("--mixing-ratio", dest="mixing_ratio", type=float, default=0.5,
                       help="fraction of each batch drawn from vision-task examples")
@@ -229,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "the palettes used) and run_info.json. Segmentation is scored with "
                                                "the canonical palette and with unseen random palettes.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a finished 'banana tune' / 'banana pretrain' run")
-    evaluate.add_argument("--split", choices=("test", "held_out"), default="test",
-                          help="test (in distribution) or held_out (unseen shape/colour pairs); default test")
+    evaluate.add_argument("--split", default="test",
+                          help="test (in distribution) or held_out (unseen shape/colour pairs), or any split of "
+                               "the run's dataset (Cityscapes: val); default test")
     evaluate.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's, 10)")
     evaluate.add_argument("--scheduler", choices=("ddim", "dpm++", "euler"), default="ddim", help="sampler")
     evaluate.add_argument("--ensemble", type=int, default=None, help="ensemble members per image (default 1)")
@@ -258,6 +361,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where executed notebooks and figures go (default: <repo>/reports)")
     repro.add_argument("--no-progress", action="store_true", help="hide progress bars")
     repro.set_defaults(func=cmd_reproduce)
+
+    grid = commands.add_parser("grid", help="run a notebook over a parameter grid (resumable, parallel)",
+                               description="Expand a grid file and run each point through papermill in a "
+                                           "fresh kernel; finished points are skipped on a rerun.")
+    grid.add_argument("notebook", help="notebook path or name, e.g. notebooks/06_ablate_mixing_ratio.ipynb")
+    grid.add_argument("--grid", required=True, help="grid file, e.g. grids/mixing_ratio.yaml")
+    grid.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
+                      help="passed to every point; selects the grid file's profile override")
+    grid.add_argument("--workers", type=int, default=1, help="points run in parallel (default 1)")
+    grid.add_argument("--threads", type=int, default=None,
+                      help="torch threads per point (default: CPU cores // workers)")
+    grid.add_argument("--timeout", type=float, default=None, help="seconds per point before it is killed")
+    grid.add_argument("--retry-failed", dest="retry_failed", action="store_true",
+                      help="rerun only the points that failed or timed out")
+    grid.add_argument("--out", default=None, help="grid folder (default: runs/<grid name>)")
+    grid.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    grid.set_defaults(func=cmd_grid)
+
+    agg = commands.add_parser("aggregate", help="tables, figures and a summary of a grid folder",
+                              description="Collect every point's metrics.json of a grid folder into "
+                                          "results.csv, seaborn figures and summary.md.")
+    agg.add_argument("grid_dir", help="a folder written by `banana grid`, e.g. runs/mixing_ratio")
+    agg.add_argument("--out", default=None, help="report folder (default: reports/<grid name>)")
+    agg.set_defaults(func=cmd_aggregate)
     return parser
 
 

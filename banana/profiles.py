@@ -12,6 +12,7 @@ the notebooks' parameters cells flat literals, as papermill needs.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -37,6 +38,16 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {"n_eval": 8, "sampling_steps": 2, "n_retention": 4},
         "cpu": {"n_eval": 64, "sampling_steps": 10, "n_retention": 32},
         "gpu": {"n_eval": 500, "sampling_steps": 10, "n_retention": 256},
+    },
+    "06_ablate_mixing_ratio": {
+        "smoke": {"max_steps": 4, "n_eval": 4, "n_retention": 4, "sampling_steps": 2},
+        "cpu": {"max_steps": 60, "n_eval": 16, "n_retention": 16, "sampling_steps": 10},
+        "gpu": {"max_steps": 4000, "n_eval": 200, "n_retention": 128, "sampling_steps": 10},
+    },
+    "07_ablate_decoding": {
+        "smoke": {"n_eval": 4},
+        "cpu": {"n_eval": 16},
+        "gpu": {"n_eval": 200},
     },
     "04_instruction_tune": {
         "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 2},
@@ -64,6 +75,23 @@ def notebook_settings(notebook: str, profile: str, **given: Any) -> SimpleNamesp
         raise ValueError(f"{notebook} has no size parameter(s) {sorted(unknown)}; known: {sorted(defaults)}")
     resolved = {name: (given[name] if given.get(name) is not None else value) for name, value in defaults.items()}
     return SimpleNamespace(profile=profile, world=WORLD_PRESETS[profile], **resolved)
+
+
+def base_generator_dir(profile: str) -> Path:
+    """The base generator every tuning notebook starts from: the shipped one for ``profile``
+    (``data/generators/base-PROFILE``) when it exists, else notebook 03's run."""
+    from banana.reproduce import REPO_ROOT
+    from banana.training.publish import shipped_generator_dir
+
+    shipped = Path(shipped_generator_dir(profile))
+    return shipped if shipped.is_dir() else REPO_ROOT / "runs" / f"pretrain-{profile}" / "model"
+
+
+def tuned_run_dir(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> Path:
+    """Notebook 04's default run directory (``runs/tune-PROFILE-TUNING-rRATIO``)."""
+    from banana.reproduce import REPO_ROOT
+
+    return REPO_ROOT / "runs" / f"tune-{profile}-{tuning}-r{mixing_ratio}"
 
 
 def tuning_config(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5, seed: int = 0,

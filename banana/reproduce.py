@@ -16,14 +16,22 @@ from typing import Any, Mapping, Sequence
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
-#: The notebooks ``reproduce`` runs, in order. Later stages append theirs.
+#: The notebooks ``reproduce`` runs, in order.
 PIPELINE: tuple[str, ...] = (
     "01_task_as_image",
     "02_synthetic_world",
     "03_pretrain_generator",
     "04_instruction_tune",
     "05_evaluate",
+    "06_ablate_mixing_ratio",
+    "07_ablate_decoding",
 )
+#: Ablation notebooks: ``reproduce`` runs each over its grid (``grids/NAME.yaml``, the profile's
+#: size) with :func:`banana.grid.run_grid` and aggregates it into ``reports/NAME/``.
+GRIDS: dict[str, str] = {"06_ablate_mixing_ratio": "mixing_ratio", "07_ablate_decoding": "decoding"}
+GRID_DIR = REPO_ROOT / "grids"
+#: Parallel grid points per profile: two 1-thread kernels use a 2-core CPU best; one GPU, one point.
+GRID_WORKERS = {"smoke": 2, "cpu": 2, "gpu": 1}
 
 PROFILES = ("smoke", "cpu", "gpu")
 
@@ -61,14 +69,79 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
     return output
 
 
+def _workspace_parameters(name: str, profile: str, runs_dir: Path, world_dir: Path) -> dict[str, Any]:
+    """Paths for notebook ``name`` when the run does not use the repository's ``runs/`` and
+    ``data/world/`` (tests run the whole pipeline in a temporary folder this way)."""
+    from banana.training.publish import shipped_generator_dir
+
+    shipped = Path(shipped_generator_dir(profile))
+    base = shipped if shipped.is_dir() else runs_dir / f"pretrain-{profile}" / "model"
+    tuned = runs_dir / f"tune-{profile}-lora-r0.5"
+    return {
+        "02_synthetic_world": {"world_dir": str(world_dir)},
+        "03_pretrain_generator": {"world_dir": str(world_dir), "run_dir": str(runs_dir / f"pretrain-{profile}")},
+        "04_instruction_tune": {"world_dir": str(world_dir), "base_dir": str(base), "run_dir": str(tuned)},
+        "05_evaluate": {"world_dir": str(world_dir), "base_dir": str(base), "tune_run_dir": str(tuned),
+                        "baseline_dir": str(runs_dir / f"baselines-{profile}-lora-r0.5")},
+        "06_ablate_mixing_ratio": {"world_dir": str(world_dir), "base_dir": str(base)},
+        "07_ablate_decoding": {"world_dir": str(world_dir), "base_dir": str(base), "tune_run_dir": str(tuned)},
+    }.get(name, {})
+
+
+def run_ablation(name: str, profile: str = "cpu", seed: int = 0, reports_dir: str | Path | None = None,
+                 runs_dir: str | Path | None = None, parameters: Mapping[str, Any] | None = None,
+                 workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run ablation notebook ``name`` over its grid for ``profile`` and aggregate it.
+
+    The grid folder is ``<runs_dir>/reproduce-PROFILE/GRID`` (resumable: a rerun of ``reproduce``
+    skips finished points), the report ``<reports_dir>/GRID/``; the executed point notebooks are
+    copied to ``<reports_dir>/GRID/notebooks/``. ``seed`` fixes the world (``world_seed``); the
+    grid's own ``seed`` axis varies training and sampling. Raises if any point failed.
+    """
+    import shutil
+
+    from banana.grid import GridSpec, aggregate, grid_summary, load_grid, notebook_defaults, run_grid
+
+    grid_name = GRIDS[name]
+    notebook = notebook_path(name)
+    reports_dir = Path(reports_dir) if reports_dir is not None else REPO_ROOT / "reports"
+    runs_dir = Path(runs_dir) if runs_dir is not None else REPO_ROOT / "runs"
+    spec = load_grid(GRID_DIR / f"{grid_name}.yaml", profile, defaults=notebook_defaults(notebook))
+    fixed = {"world_seed": seed, **(parameters or {})}
+    spec = GridSpec(name=spec.name, parameters={**spec.parameters, **fixed},
+                    points=[{**p, **fixed} for p in spec.points], axes=spec.axes, report=spec.report, profile=profile)
+    grid_dir = runs_dir / f"reproduce-{profile}" / grid_name
+    run_grid(notebook, spec, out_dir=grid_dir, profile=profile, progress=progress,
+             workers=workers or GRID_WORKERS[profile])
+    report_dir = reports_dir / grid_name
+    written = aggregate(grid_dir, report_dir, name=grid_name)
+    executed = report_dir / "notebooks"
+    executed.mkdir(parents=True, exist_ok=True)
+    for point in spec.points:
+        source = grid_dir / spec.point_name(point) / "notebook.ipynb"
+        if source.is_file():
+            shutil.copyfile(source, executed / f"{spec.point_name(point)}.ipynb")
+    summary = grid_summary(grid_dir)
+    bad = summary.get("failed", []) + summary.get("timeout", [])
+    if bad:
+        raise RuntimeError(f"{len(bad)} point(s) of grid {grid_name} failed: {bad}; see {grid_dir}/<point>/status.json "
+                           f"and rerun with `banana grid {notebook} --grid grids/{grid_name}.yaml --out {grid_dir} "
+                           f"--profile {profile} --retry-failed`")
+    return {"grid_dir": grid_dir, "report": written, "points": len(spec.points)}
+
+
 def reproduce(profile: str = "cpu", seed: int = 0, reports_dir: str | Path | None = None,
               notebooks: Sequence[str] = PIPELINE, extra_parameters: Mapping[str, Any] | None = None,
-              progress: bool = True) -> dict[str, float]:
+              progress: bool = True, runs_dir: str | Path | None = None,
+              world_dir: str | Path | None = None) -> dict[str, float]:
     """Execute ``notebooks`` in order with ``profile`` and ``seed``.
 
     Executed copies go to ``<reports_dir>/notebooks/``; each notebook writes its own figures
-    and tables under ``reports_dir``. Returns seconds per notebook (also written to
-    ``<reports_dir>/notebooks/timings.json`` together with the provenance record).
+    and tables under ``reports_dir``; the ablation notebooks (:data:`GRIDS`) run over their grids
+    (:func:`run_ablation`). ``runs_dir``/``world_dir`` move training runs and the world out of the
+    repository's ``runs/`` and ``data/world/PROFILE`` (default: the notebooks' own defaults).
+    Returns seconds per notebook (also written to ``<reports_dir>/notebooks/timings.json``
+    together with the provenance record).
     """
     import json
 
@@ -79,18 +152,26 @@ def reproduce(profile: str = "cpu", seed: int = 0, reports_dir: str | Path | Non
     reports_dir = Path(reports_dir) if reports_dir is not None else REPO_ROOT / "reports"
     reports_dir = reports_dir.resolve()
     executed_dir = reports_dir / "notebooks"
+    workspace = runs_dir is not None or world_dir is not None
+    runs_path = Path(runs_dir).resolve() if runs_dir is not None else REPO_ROOT / "runs"
+    world_path = Path(world_dir).resolve() if world_dir is not None else REPO_ROOT / "data" / "world" / profile
     timings: dict[str, float] = {}
     for name in notebooks:
-        parameters = {"profile": profile, "seed": seed, "reports_dir": str(reports_dir)}
-        parameters.update(extra_parameters or {})
+        paths = _workspace_parameters(name, profile, runs_path, world_path) if workspace else {}
         start = time.perf_counter()
         print(f"[banana reproduce] {name} (profile={profile}, seed={seed})", flush=True)
-        execute_notebook(notebook_path(name), executed_dir / f"{name}.ipynb", parameters, progress=progress)
+        if name in GRIDS:
+            run_ablation(name, profile, seed, reports_dir, runs_path, parameters=paths, progress=progress)
+        else:
+            parameters = {"profile": profile, "seed": seed, "reports_dir": str(reports_dir), **paths}
+            parameters.update(extra_parameters or {})
+            execute_notebook(notebook_path(name), executed_dir / f"{name}.ipynb", parameters, progress=progress)
         timings[name] = round(time.perf_counter() - start, 1)
         print(f"[banana reproduce] {name} done in {timings[name]:.1f} s", flush=True)
     record = run_info({"profile": profile, "seed": seed, "notebooks": list(notebooks)})
     record["seconds"] = timings
     record["total_seconds"] = round(sum(timings.values()), 1)
+    executed_dir.mkdir(parents=True, exist_ok=True)
     (executed_dir / "timings.json").write_text(json.dumps(record, indent=2) + "\n")
     write_reports_index(reports_dir, record)
     return timings

@@ -195,7 +195,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from banana.reproduce import reproduce
 
     timings = reproduce(profile=args.profile, seed=args.seed, reports_dir=args.reports_dir,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, runs_dir=args.runs_dir, world_dir=args.world_dir)
     print(json.dumps({"seconds": timings, "total_seconds": round(sum(timings.values()), 1)}, indent=2))
     return 0
 
@@ -359,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--seed", type=int, default=0, help="one seed for data, init and noise")
     repro.add_argument("--reports-dir", dest="reports_dir", default=None,
                        help="where executed notebooks and figures go (default: <repo>/reports)")
+    repro.add_argument("--runs-dir", dest="runs_dir", default=None,
+                       help="training runs and grid folders (default: <repo>/runs)")
+    repro.add_argument("--world-dir", dest="world_dir", default=None,
+                       help="the world dataset (default: <repo>/data/world/PROFILE)")
     repro.add_argument("--no-progress", action="store_true", help="hide progress bars")
     repro.set_defaults(func=cmd_reproduce)
 

@@ -177,11 +177,95 @@ def reproduce(profile: str = "cpu", seed: int = 0, reports_dir: str | Path | Non
     return timings
 
 
+def findings(reports_dir: str | Path, profile: str) -> list[str]:
+    """What this run found, claim by claim against the paper, computed from the tables the
+    notebooks wrote (a claim whose table is missing is skipped, never guessed)."""
+    import pandas as pd
+
+    reports_dir = Path(reports_dir)
+    lines: list[str] = []
+    ceiling = reports_dir / "tables" / "codec_ceiling.csv"
+    if ceiling.is_file():
+        c = pd.read_csv(ceiling)
+        c = c[c["bits"].astype(str) == "8"].set_index(["codec", "metric"])["value"]
+        lines.append(f"- **Task-as-image codecs are (nearly) lossless at 8 bits** (paper: the codecs are invertible). "
+                     f"Segmentation mIoU {c[('palette, nearest colour', 'miou')]:.3f}; metric depth through the cube walk "
+                     f"AbsRel {c[('metric cube walk (paper)', 'abs_rel')]:.4f} vs {c[('metric grayscale', 'abs_rel')]:.4f} "
+                     f"for a grey ramp; normals {c[('(1-x, 1+y, 1+z)/2', 'mean')]:.2f} deg.")
+    comparison = reports_dir / "tables" / f"comparison_{profile}.csv"
+    if comparison.is_file():
+        t = pd.read_csv(comparison)
+        t = t[t["split"] == "test"].set_index(["model", "metric"])["value"]
+        parts = []
+        for metric, better in (("segmentation mIoU", "higher"), ("depth delta1", "higher"),
+                               ("normals mean angle (deg)", "lower")):
+            try:
+                g, sp = t[("generalist", metric)], t[("specialist", metric)]
+            except KeyError:
+                continue
+            wins = g > sp if better == "higher" else g < sp
+            parts.append(f"{metric} {g:.3f} vs {sp:.3f} ({'generalist better' if wins else 'specialist better'})")
+        if parts:
+            lines.append("- **Generalist vs specialists** (paper: Vision Banana beats specialists, e.g. Cityscapes mIoU "
+                         "0.699 vs SAM 3's 0.652). Here, on the test split, generalist vs a same-size specialist "
+                         "trained on the same images: " + "; ".join(parts) + ".")
+    retention = reports_dir / "tables" / f"retention_{profile}.md"
+    ratio = reports_dir / "mixing_ratio" / "results.csv"
+    if ratio.is_file():
+        r = pd.read_csv(ratio)
+        r = r[r["status"] == "done"]
+        if not r.empty:
+            g = r.groupby("mixing_ratio")[["segmentation_miou", "depth_delta1", "normals_mean_deg",
+                                           "denoising_loss_increase_pct"]].mean()
+            cells = ", ".join(f"{k:g}: mIoU {v.segmentation_miou:.3f} / delta1 {v.depth_delta1:.3f} / "
+                              f"normals {v.normals_mean_deg:.1f} deg / generation loss {v.denoising_loss_increase_pct:+.1f}%"
+                              for k, v in g.iterrows())
+            lines.append("- **Mixing ratio** (paper: 'a small amount' of vision data, value not disclosed). Mean over "
+                         f"seeds per vision fraction: {cells}. See [mixing_ratio/summary.md](mixing_ratio/summary.md).")
+    elif retention.is_file():
+        lines.append(f"- **Generation retention**: see [tables/retention_{profile}.md](tables/retention_{profile}.md).")
+    decoding = reports_dir / "decoding" / "results.csv"
+    if decoding.is_file():
+        d = pd.read_csv(decoding)
+        d = d[d["status"] == "done"]
+        if not d.empty:
+            axes = [a for a in ("scheduler", "sampling_steps", "ensemble_size", "text_guidance", "palette")
+                    if a in d.columns]
+
+            def setting(row) -> str:
+                return ", ".join(f"{a} {row[a]}" for a in axes)
+
+            best = d.loc[d["segmentation_miou"].idxmax()]
+            fastest = d.loc[d["seconds_per_image"].idxmin()]
+            lines.append("- **Decoding** (paper: sampler, steps and ensembling not disclosed). Best segmentation: "
+                         f"{setting(best)}: mIoU {best.segmentation_miou:.3f} at {best.seconds_per_image:.3f} s/image; "
+                         f"cheapest: {setting(fastest)}: mIoU {fastest.segmentation_miou:.3f} at "
+                         f"{fastest.seconds_per_image:.3f} s/image. See [decoding/summary.md](decoding/summary.md).")
+            if "palette" in d.columns and {"canonical", "random"} <= set(d["palette"]):
+                pal = d.copy()
+                for axis, value in (("scheduler", "ddim"), ("sampling_steps", 10), ("ensemble_size", 1)):
+                    if axis in pal.columns:
+                        pal = pal[pal[axis] == value]
+                pal = pal.groupby("palette")["segmentation_miou"].mean()
+                if {"canonical", "random"} <= set(pal.index):
+                    lines.append(f"- **Reading the palette from the prompt** (paper: any palette given in the prompt). "
+                                 f"mIoU with the canonical palette {pal['canonical']:.3f} vs a random one "
+                                 f"{pal['random']:.3f}.")
+    return lines
+
+
 def write_reports_index(reports_dir: str | Path, record: Mapping[str, Any]) -> Path:
     """``reports/README.md``: what ran (command, profile, seed, git SHA, machine, seconds per
-    notebook), then every table (embedded) and figure (linked) the notebooks wrote."""
+    notebook), what was found against the paper's claims, the ablation summaries, then every
+    table (embedded) and figure (linked) the notebooks wrote."""
     reports_dir = Path(reports_dir)
     config = record["config"]
+
+    def link(name: str) -> str:
+        if name in GRIDS:
+            return f"[`{name}`]({GRIDS[name]}/summary.md) (grid `{GRIDS[name]}`)"
+        return f"[`{name}`](notebooks/{name}.ipynb)"
+
     lines = [
         "# banana reports",
         "",
@@ -193,14 +277,25 @@ def write_reports_index(reports_dir: str | Path, record: Mapping[str, Any]) -> P
         "",
         f"on {record['machine']['processor']} ({record['machine']['platform']}), git `{record['git_sha']}`,"
         f" torch {record['packages'].get('torch')}, finished {record['created']}.",
-        "Executed notebooks (with all outputs) are in [`notebooks/`](notebooks/).",
+        "Executed notebooks (with all outputs) are in [`notebooks/`](notebooks/); the ablation notebooks ran once per "
+        "grid point, and their executed copies are in `<grid>/notebooks/`.",
         "",
         "| notebook | seconds |",
         "|---|---|",
-        *[f"| [`{name}`](notebooks/{name}.ipynb) | {seconds} |" for name, seconds in record["seconds"].items()],
-        f"| **total** | **{record['total_seconds']}** |",
+        *[f"| {link(name)} | {seconds} |" for name, seconds in record["seconds"].items()],
+        f"| **total** | **{record['total_seconds']}** ({record['total_seconds'] / 60:.1f} min) |",
         "",
     ]
+    found = findings(reports_dir, config["profile"])
+    if found:
+        lines += ["## What this run found, against the paper's claims", "",
+                  f"Measured at the `{config['profile']}` profile's scale (small models, synthetic world): "
+                  "these are this run's numbers, not the paper's.", "", *found, ""]
+    for grid in GRIDS.values():
+        summary = reports_dir / grid / "summary.md"
+        if summary.is_file():
+            text = summary.read_text().replace("](", f"]({grid}/").replace(f"]({grid}/http", "](http")
+            lines += [text.replace(f"# Grid `{grid}`", f"## Ablation grid `{grid}`", 1).replace("\n## ", "\n### "), ""]
     for table in sorted((reports_dir / "tables").glob("*.md")):
         lines += [f"## `tables/{table.name}`", "", table.read_text().strip(), ""]
     figures = sorted((reports_dir / "figures").glob("*.png"))

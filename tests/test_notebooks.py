@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from banana.reproduce import NOTEBOOK_DIR, PIPELINE, execute_notebook, notebook_path
+from banana.reproduce import GRIDS, NOTEBOOK_DIR, PIPELINE
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -53,27 +53,26 @@ def test_notebook_is_committed_clean_and_follows_the_house_style(path):
                                capture_output=True, text=True, timeout=120).stdout
     for name in names:  # papermill parsed every parameter (a '=' in a comment silently drops one)
         assert f"  {name}:" in help_text, f"papermill --help-notebook does not list {name!r}"
-    assert {"profile", "seed", "reports_dir"} <= set(names)
+    # Pipeline notebooks write into reports_dir; ablation notebooks are grid points writing output_dir.
+    from banana.reproduce import GRIDS
+
+    assert {"profile", "seed", "output_dir" if path.stem in GRIDS else "reports_dir"} <= set(names)
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """Execute every notebook once in the smoke profile; shared by the tests below."""
+    """``banana reproduce --profile smoke`` end to end (notebooks 01-07, the ablations over their
+    smoke grids) in a temporary folder; shared by the tests below."""
+    from banana.cli import main
+
     root = tmp_path_factory.mktemp("smoke")
-    executed = {}
-    per_notebook = {
-        "02_synthetic_world": {"world_dir": str(root / "world")},
-        "03_pretrain_generator": {"world_dir": str(root / "world"), "run_dir": str(root / "pretrain")},
-        "04_instruction_tune": {"world_dir": str(root / "world"), "run_dir": str(root / "tune"),
-                                "base_dir": str(root / "pretrain" / "model")},
-        "05_evaluate": {"world_dir": str(root / "world"), "tune_run_dir": str(root / "tune"),
-                        "base_dir": str(root / "pretrain" / "model"), "baseline_dir": str(root / "baselines")},
-    }
-    for name in PIPELINE:
-        parameters = {"profile": "smoke", "seed": 0, "reports_dir": str(root / "reports")}
-        parameters.update(per_notebook.get(name, {}))
-        executed[name] = execute_notebook(notebook_path(name), root / "executed" / f"{name}.ipynb",
-                                          parameters, timeout_s=600, progress=False)
+    code = main(["reproduce", "--profile", "smoke", "--seed", "0", "--reports-dir", str(root / "reports"),
+                 "--runs-dir", str(root / "runs"), "--world-dir", str(root / "world"), "--no-progress"])
+    assert code == 0
+    executed = {name: root / "reports" / "notebooks" / f"{name}.ipynb" for name in PIPELINE if name not in GRIDS}
+    for name, grid in GRIDS.items():
+        for point in sorted((root / "reports" / grid / "notebooks").glob("*.ipynb")):
+            executed[f"{name}/{point.stem}"] = point
     return root, executed
 
 
@@ -92,9 +91,34 @@ def test_notebooks_execute_in_the_smoke_profile_and_write_their_reports(smoke_ru
                      "tables/retention_smoke.md", "tables/verdict_smoke.md"):
         assert (reports / produced).is_file(), produced
     assert (root / "world" / "world_config.json").is_file()
-    assert (root / "pretrain" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    val = json.loads((root / "tune" / "val_metrics.json").read_text())
+    assert (root / "runs" / "pretrain-smoke" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    val = json.loads((root / "runs" / "tune-smoke-lora-r0.5" / "val_metrics.json").read_text())
     assert set(val["metrics"]) == {"segmentation", "depth", "normals"} and val["n_eval"] == 8
+    timings = json.loads((reports / "notebooks" / "timings.json").read_text())
+    assert list(timings["seconds"]) == list(PIPELINE) and timings["config"]["profile"] == "smoke"
+    index = (reports / "README.md").read_text()
+    assert "banana reproduce --profile smoke --seed 0" in index
+
+
+@pytest.mark.notebook
+def test_smoke_ablations_ran_every_grid_point_and_were_aggregated(smoke_run):
+    import pandas as pd
+
+    from banana.grid import load_grid, notebook_defaults
+    from banana.reproduce import GRID_DIR, notebook_path
+
+    root, _ = smoke_run
+    for name, grid in GRIDS.items():
+        spec = load_grid(GRID_DIR / f"{grid}.yaml", "smoke", notebook_defaults(notebook_path(name)))
+        table = pd.read_csv(root / "reports" / grid / "results.csv")
+        assert len(table) == len(spec.points) and (table["status"] == "done").all(), table
+        assert {"segmentation_miou", "depth_delta1", "normals_mean_deg"} <= set(table.columns)
+        assert (root / "reports" / grid / "summary.md").is_file()
+        assert list((root / "reports" / grid).glob(f"{grid}_*.png")), f"no figure for {grid}"
+    ratio = pd.read_csv(root / "reports" / "mixing_ratio" / "results.csv")
+    assert "denoising_loss_increase_pct" in ratio.columns
+    decoding = pd.read_csv(root / "reports" / "decoding" / "results.csv")
+    assert (decoding["seconds_per_image"] > 0).all()
 
 
 @pytest.mark.notebook

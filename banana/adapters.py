@@ -30,6 +30,10 @@ adapter-name-free keys from ``get_peft_model_state_dict``, the format diffusers 
 :class:`~banana.models.GeneratorConfig`, a fingerprint of the frozen base weights (so loading
 onto the wrong base is an error, not a silent mismatch), the codec settings the prompts and
 targets were made with, and any caller metadata (e.g. the base model path).
+
+A latent generator (:mod:`banana.latent`) writes its adapter in the diffusers LoRA format instead
+(``pytorch_lora_weights.safetensors`` + ``conv_in.safetensors`` + ``adapter_config.json`` with
+``format_version`` 2); :func:`save_adapter` / :func:`load_adapter` dispatch to it.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_NAME = "default"
 _FORMAT = "banana-adapter"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 1          # what save_adapter writes for pixel generators
+_READABLE_VERSION = 2        # 2: a latent generator's diffusers-format adapter (banana.latent)
 
 
 def has_lora(generator) -> bool:
@@ -79,7 +84,8 @@ def add_lora(generator, rank: int = 8, targets: Sequence[str] = DEFAULT_LORA_TAR
                                           init_lora_weights=init, lora_dropout=0.0),
                                adapter_name=ADAPTER_NAME)   # freezes every base UNet weight
     generator.unet.conv_in.requires_grad_(True)
-    generator.text_encoder.requires_grad_(True)
+    # A latent generator (banana.latent) keeps its CLIP text encoder frozen unless configured otherwise.
+    generator.text_encoder.requires_grad_(bool(getattr(generator, "lora_trains_text_encoder", True)))
     return generator
 
 
@@ -147,6 +153,8 @@ def save_adapter(generator, directory: str | Path, metadata: Mapping[str, Any] |
     if not has_lora(generator):
         raise ValueError("the generator has no LoRA adapter: call add_lora first (or save_pretrained "
                          "for a fully tuned generator)")
+    if hasattr(generator, "save_adapter"):   # a latent generator writes the diffusers LoRA format
+        return generator.save_adapter(directory, metadata)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     unet = generator.unet
@@ -178,15 +186,20 @@ def save_adapter(generator, directory: str | Path, metadata: Mapping[str, Any] |
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     """The ``adapter_config.json`` of a saved adapter (FileNotFoundError if there is none)."""
     path = Path(directory) / ADAPTER_CONFIG
-    if not path.is_file() or not (Path(directory) / ADAPTER_WEIGHTS).is_file():
+    if not path.is_file():
         raise FileNotFoundError(f"{directory} is not a saved banana adapter (needs {ADAPTER_CONFIG} "
                                 f"and {ADAPTER_WEIGHTS})")
     record = json.loads(path.read_text())
     if record.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a banana adapter (format {record.get('format')!r})")
-    if record.get("format_version", 0) > _FORMAT_VERSION:
+    if record.get("format_version", 0) > _READABLE_VERSION:
         raise ValueError(f"{path} has format_version {record['format_version']}; this banana reads "
-                         f"<= {_FORMAT_VERSION}. Upgrade banana.")
+                         f"<= {_READABLE_VERSION}. Upgrade banana.")
+    # version 2 (latent generators): diffusers LoRA files named in "files"; version 1: adapter.safetensors
+    weights = list(record.get("files", {}).values()) or [ADAPTER_WEIGHTS]
+    missing = [name for name in weights if not (Path(directory) / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{directory} is not a complete banana adapter (missing {', '.join(missing)})")
     return record
 
 
@@ -203,8 +216,13 @@ def load_adapter(base_generator, directory: str | Path, check_base: bool = True)
 
     from banana.models import GeneratorConfig
 
+    if hasattr(base_generator, "load_adapter"):   # a latent generator reads the diffusers LoRA format
+        return base_generator.load_adapter(directory, check_base=check_base)
     directory = Path(directory)
     record = read_adapter_config(directory)
+    if record.get("weights_format", "banana") != "banana":
+        raise ValueError(f"{directory} holds a latent generator's adapter ({record['weights_format']}); load it "
+                         "onto a banana.latent.LatentGenerator")
     saved_config = GeneratorConfig.from_dict(record["generator_config"])
     if saved_config != base_generator.config:
         diffs = [k for k, v in saved_config.to_dict().items() if base_generator.config.to_dict().get(k) != v]

@@ -452,7 +452,7 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
                       value_name="value").dropna(subset=["value"])
     if long.empty:
         return None
-    for column in ("hue", "style", "size"):
+    for column in ("hue", "style"):            # categories, not a colour/marker scale
         name = figure.get(column)
         if name and name != x:
             long[name] = long[name].astype(str)

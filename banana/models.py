@@ -243,9 +243,12 @@ def build_noise_scheduler(config: GeneratorConfig):
     """The training noise schedule (DDPM); samplers are built from its config (:mod:`banana.pipeline`)."""
     from diffusers import DDPMScheduler
 
+    # beta_start / beta_end: only configs that carry them (a latent generator's SD schedule);
+    # GeneratorConfig has none, so the pixel schedule keeps diffusers' defaults.
+    betas = {k: getattr(config, k) for k in ("beta_start", "beta_end") if hasattr(config, k)}
     return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
                          prediction_type=config.prediction_type, timestep_spacing=config.timestep_spacing,
-                         clip_sample=False)
+                         clip_sample=False, **betas)
 
 
 # --------------------------------------------------------------------------- the generator
@@ -290,6 +293,20 @@ class BananaGenerator(nn.Module):
                              f"{tuple(noisy.shape)} and {tuple(condition.shape)}")
         return self.unet(torch.cat([noisy, condition], dim=1), timesteps, encoder_hidden_states=text_states,
                          encoder_attention_mask=text_mask).sample
+
+    # -- model space: pixels here. A latent generator (banana.latent) maps images through its VAE;
+    # the loss, the sampling loop and retention call these three, never assume pixels.
+    def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
+        """Shape of ``batch_size`` model-space samples (the sampler's initial noise)."""
+        return (int(batch_size), 3, self.config.resolution, self.config.resolution)
+
+    def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> model space: the identity for a pixel-space generator."""
+        return images
+
+    def to_image_space(self, samples: torch.Tensor) -> torch.Tensor:
+        """Model-space samples -> images in [-1, 1]: the identity for a pixel-space generator."""
+        return samples
 
     def num_parameters(self) -> dict[str, int]:
         return {"unet": sum(p.numel() for p in self.unet.parameters()),

@@ -391,8 +391,8 @@ class BananaPipeline:
         model = self.generator
         device = self.device
         dtype = next(model.unet.parameters()).dtype
-        batch, res = len(prompts), self.resolution
-        shape = (batch, 3, res, res)
+        batch = len(prompts)
+        shape = tuple(model.sample_shape(batch))     # model space: [B, 3, H, W] pixels or [B, C, h, w] latents
 
         # All noise first, member by member: the output then depends only on the seed, not on
         # chunking, and member 0 is the same whatever ensemble_size is.
@@ -405,13 +405,14 @@ class BananaPipeline:
         states = states.to(dtype)
         text = {"full": (states[:batch], mask[:batch]),
                 "empty": (states[batch:].expand(batch, -1, -1), mask[batch:].expand(batch, -1))}
-        # Condition images in the model's [-1, 1]; "no image" is an all-zeros condition (that is
-        # also what the text -> image task is trained with).
+        # Condition images in the model's [-1, 1], then in model space (identity for pixels, VAE
+        # latents for a latent generator); "no image" is an all-zeros condition in model space
+        # (that is also what the text -> image task is trained with).
         if cond is None:
             image_cond = torch.zeros(shape, device=device, dtype=dtype)
             blank = image_cond
         else:
-            image_cond = (2.0 * cond - 1.0).to(device=device, dtype=dtype)
+            image_cond = model.to_model_space((2.0 * cond - 1.0).to(device=device, dtype=dtype)).to(dtype)
             blank = torch.zeros_like(image_cond)
         branch_inputs = {"full": (text["full"], image_cond), "img": (text["empty"], image_cond),
                          "uncond": (text["empty"], blank)}
@@ -442,7 +443,7 @@ class BananaPipeline:
                 parts = dict(zip(branches, raw.chunk(per_row)))
                 guided = sum(weights[b] * parts[b] for b in branches) if per_row > 1 else parts[branches[0]]
                 x = run.step(guided, t, x, **step_kwargs).prev_sample
-            out.append(x)
+            out.append(model.to_image_space(x))              # identity for pixels, VAE decode for latents
         images = torch.cat(out).clamp(-1.0, 1.0)     # samplers may overshoot; the image space is [-1, 1]
         return ((images.float() + 1.0) / 2.0), unet_calls
 
@@ -515,16 +516,19 @@ class BananaPipeline:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, scheduler: str | SchedulerMixin | None = None,
-                        load_generator: Callable[[Path], BananaGenerator] = BananaGenerator.from_pretrained,
+                        load_generator: Callable[[Path], BananaGenerator] | None = None,
                         **defaults) -> "BananaPipeline":
         """Load a pipeline saved by :meth:`save_pretrained` (or a bare generator folder).
 
         ``scheduler`` overrides the saved sampler, ``defaults`` override saved
         :class:`SamplingDefaults` fields. ``load_generator`` is the hook for generators that need
-        more than :meth:`BananaGenerator.from_pretrained` (e.g. attaching LoRA adapters): any
-        callable ``folder -> BananaGenerator``.
+        more than loading a saved folder (e.g. attaching LoRA adapters): any callable
+        ``folder -> BananaGenerator``; default :func:`banana.latent.load_generator` (a
+        ``BananaGenerator`` or a ``LatentGenerator``, by the saved config's ``kind``).
         """
         directory = Path(directory)
+        if load_generator is None:       # BananaGenerator or LatentGenerator, by the saved config's kind
+            from banana.latent import load_generator
         model = load_generator(directory)
         saved_defaults: dict = {}
         config_path = directory / PIPELINE_CONFIG_FILE

@@ -33,6 +33,13 @@ NORMALS_PROMPTS: tuple[str, ...] = (
     "Draw the orientation of each surface as a normal map.",
     "Render the surface normals of this picture.",
 )
+#: Depth codecs a generator can be trained with (``TrainConfig.depth_codec``): the paper's metric
+#: power warp + RGB-cube walk, or Marigold's per-image affine-normalised grey ramp (relative depth:
+#: decodes to [0, 1], scored after affine alignment).
+DEPTH_CODECS: dict[str, dict[str, str]] = {
+    "metric": {"warp": "metric", "colormap": "cube"},
+    "affine-gray": {"warp": "affine", "colormap": "gray"},
+}
 #: Palette formats used in training prompts (the paper: natural language, JSON, hex or RGB).
 SEGMENTATION_PROMPT_STYLES: tuple[str, ...] = ("json", "rgb", "hex")
 
@@ -57,10 +64,20 @@ def task_prompt(task: str, rng: np.random.Generator | None = None, palette: Mapp
     return wordings[0] if rng is None else wordings[int(rng.integers(len(wordings)))]
 
 
-def encode_target(task: str, sample: Mapping[str, np.ndarray], palette: Mapping | None = None) -> np.ndarray:
+def depth_codec(name: str = "metric"):
+    """The :class:`~banana.codecs.DepthCodec` called ``name`` in :data:`DEPTH_CODECS`."""
+    from banana.codecs import DepthCodec
+
+    if name not in DEPTH_CODECS:
+        raise ValueError(f"unknown depth codec {name!r}; choose from {sorted(DEPTH_CODECS)}")
+    return DepthCodec(**DEPTH_CODECS[name])
+
+
+def encode_target(task: str, sample: Mapping[str, np.ndarray], palette: Mapping | None = None,
+                  depth: str = "metric") -> np.ndarray:
     """The world sample's exact label for ``task`` as the RGB picture the generator must draw
-    (float32 ``[3, H, W]`` in [0, 1])."""
-    from banana.codecs import DepthCodec, NormalsCodec, SegmentationCodec
+    (float32 ``[3, H, W]`` in [0, 1]). ``depth`` names the depth codec (:data:`DEPTH_CODECS`)."""
+    from banana.codecs import NormalsCodec, SegmentationCodec
 
     _check_task(task)
     if task == "segmentation":
@@ -68,14 +85,15 @@ def encode_target(task: str, sample: Mapping[str, np.ndarray], palette: Mapping 
             raise ValueError("encoding a segmentation target needs its palette")
         return SegmentationCodec(dict(palette)).encode(np.asarray(sample["semantic"]).astype(np.int64))
     if task == "depth":
-        return DepthCodec().encode(np.asarray(sample["depth"], dtype=np.float32))
+        return depth_codec(depth).encode(np.asarray(sample["depth"], dtype=np.float32))
     return NormalsCodec().encode(np.asarray(sample["normals"], dtype=np.float32))
 
 
-def decode_prediction(task: str, rgb: np.ndarray | torch.Tensor, palette: Mapping | None = None):
+def decode_prediction(task: str, rgb: np.ndarray | torch.Tensor, palette: Mapping | None = None,
+                      depth: str = "metric"):
     """A generated picture ``[..., 3, H, W]`` -> labels ``[..., H, W]`` / metres ``[..., H, W]``
-    / unit normals ``[..., 3, H, W]``."""
-    from banana.codecs import DepthCodec, NormalsCodec, SegmentationCodec
+    (relative depth in [0, 1] for ``depth="affine-gray"``) / unit normals ``[..., 3, H, W]``."""
+    from banana.codecs import NormalsCodec, SegmentationCodec
 
     _check_task(task)
     if task == "segmentation":
@@ -83,7 +101,7 @@ def decode_prediction(task: str, rgb: np.ndarray | torch.Tensor, palette: Mappin
             raise ValueError("decoding a segmentation picture needs the palette its prompt named")
         return SegmentationCodec(dict(palette)).decode(rgb)
     if task == "depth":
-        return DepthCodec().decode(rgb)
+        return depth_codec(depth).decode(rgb)
     return NormalsCodec().decode(rgb)
 
 

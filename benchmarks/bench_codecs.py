@@ -1,7 +1,7 @@
 """Throughput of the task-as-image codecs (encode, decode, and both) in Mpix/s.
 
 Usage:
-    python benchmarks/bench_codecs.py [--batch 16] [--size 256] [--repeats 7] [--device cpu]
+    python benchmarks/bench_codecs.py [--batch 16] [--size 256] [--repeats 7] [--device cpu] [--threads N]
 
 Each codec runs on a batch of ``batch x size x size`` pixels (RGB side:
 ``batch x 3 x size x size``). Timing: one warm-up call, then the median of
@@ -19,6 +19,7 @@ Columns:
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -58,13 +59,17 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device)
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results (Mpix/s) here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     b, s = args.batch, args.size
     mpix = b * s * s / 1e6
@@ -95,6 +100,7 @@ def main() -> None:
     )
     print(f"# timing: 1 warm-up + median of {args.repeats} (time.perf_counter)")
     print(f"{'codec (Mpix/s)':34s} {'encode':>10s} {'dec(8-bit)':>10s} {'dec(float)':>10s} {'enc+dec':>10s}")
+    results = {"batch": b, "size": s, "threads": torch.get_num_threads(), "device": str(device), "codecs": {}}
     for name, codec, x in cases:
         rgb = codec.encode(x)
         rgb8 = quantize(rgb)
@@ -108,6 +114,11 @@ def main() -> None:
             )
         ]
         print(f"{name:34s} " + " ".join(f"{mpix / sec:10.1f}" for sec in seconds), flush=True)
+        results["codecs"][name] = dict(zip(("encode", "decode_8bit", "decode_float", "encode_decode"),
+                                           (mpix / sec for sec in seconds)))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return results
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_renderer.py [--n 40] [--repeats 3] [--resolutions 32 64] [--spp 1 4]
+    python benchmarks/bench_renderer.py [--n 40] [--repeats 3] [--resolutions 32 64] [--spp 1 4] [--json PATH]
 
 For each (resolution, spp) it renders ``--n`` scenes (train split, seed 0, indices 0..n-1) and
 reports the median over ``--repeats`` repeats of two rates: ``render`` = ``render_scene`` on
@@ -13,6 +13,7 @@ including its small visibility render, plus rendering), which is what ``build_wo
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -52,6 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repeats (the median is reported)")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--spp", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--json", type=Path, default=None, help="also write the results (img/s) here")
     args = parser.parse_args(argv)
 
     print("# banana world renderer benchmark")
@@ -61,11 +63,15 @@ def main(argv=None) -> int:
     scenes = [sample_scene(0, "train", i) for i in range(args.n)]
     render_scene(scenes[0], 16, 1)  # warm-up
     print(f"{'resolution':>10} {'spp':>4} {'render img/s':>13} {'end-to-end img/s':>17}")
+    rows = []
     for res in args.resolutions:
         for spp in args.spp:
             render = _rate(lambda: [render_scene(s, res, spp) for s in scenes], args.n, args.repeats)
             e2e = _rate(lambda: [render_sample(0, "train", i, res, spp) for i in range(args.n)], args.n, args.repeats)
-            print(f"{res:>10} {spp:>4} {render:>13.1f} {e2e:>17.1f}")
+            print(f"{res:>10} {spp:>4} {render:>13.1f} {e2e:>17.1f}", flush=True)
+            rows.append({"resolution": res, "spp": spp, "render": render, "end_to_end": e2e})
+    if args.json:
+        args.json.write_text(json.dumps({"n": args.n, "repeats": args.repeats, "rows": rows}, indent=1) + "\n")
     return 0
 
 

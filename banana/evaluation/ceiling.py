@@ -103,3 +103,100 @@ def ceiling_table(frame, metrics: Mapping[str, Sequence[str]] | None = None):
         keep |= (frame["task"] == task).to_numpy() & frame["metric"].isin(names).to_numpy()
     return frame[keep].pivot_table(index=["task", "codec", "metric"], columns="bits", values="value",
                                    sort=False)
+
+
+def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
+                      palette: Mapping[str, tuple[int, int, int]],
+                      depth_variants: Sequence[tuple[str, dict, str]] = DEFAULT_DEPTH_VARIANTS,
+                      batch_size: int = 16, device=None):
+    """The codec ceiling of a *latent* generator: what a perfect latent model could score.
+
+    A latent generator never emits pixels: its answer is a latent that the VAE decodes. So even a
+    perfect one scores ground truth -> codec encode -> 8-bit -> **VAE encode -> VAE decode** ->
+    8-bit -> codec decode -> metric. This measures that chain for segmentation (mIoU), every depth
+    codec of ``depth_variants`` (AbsRel, delta1, ...) and normals (angular errors), next to the
+    plain 8-bit ceiling of :func:`codec_ceiling` (rows with ``bits == "8"``; the VAE rows have
+    ``bits == "8 + vae"``).
+
+    Args:
+        vae: a diffusers ``AutoencoderKL``, a :class:`~banana.latent.LatentGenerator` (its
+            ``to_model_space`` / ``to_image_space`` are used), or a directory: a VAE folder or an
+            SD-family checkpoint holding ``vae/`` (:func:`banana.latent.load_vae`).
+        semantic, depth, normals, palette: as in :func:`codec_ceiling`. ``H`` and ``W`` must be
+            multiples of the VAE's downsampling factor (8 for SD).
+        batch_size: images per VAE call. device: default the VAE's.
+
+    Encoding uses the posterior mean (deterministic), latents are scaled by the VAE's
+    ``scaling_factor`` and back (as a latent generator does), decoded images are clamped to
+    [-1, 1]. Returns a tidy ``pandas.DataFrame``: ``task, codec, bits, metric, value``.
+    """
+    import pandas as pd
+    import torch
+
+    from banana.codecs import DepthCodec, NormalsCodec, SegmentationCodec, quantize
+    from banana.evaluation.metrics import depth_metrics, mean_iou, normal_metrics
+
+    semantic, depth, normals = np.asarray(semantic), np.asarray(depth), np.asarray(normals)
+    if semantic.ndim != 3 or depth.shape != semantic.shape or normals.shape != (
+            semantic.shape[0], 3, *semantic.shape[1:]):
+        raise ValueError("vae_codec_ceiling expects semantic [N,H,W], depth [N,H,W] and normals [N,3,H,W]; "
+                         f"got {semantic.shape}, {depth.shape}, {normals.shape}")
+    if isinstance(vae, (str, bytes)) or hasattr(vae, "__fspath__"):
+        from banana.latent import load_vae
+
+        vae = load_vae(vae)
+    if hasattr(vae, "to_model_space"):                       # a LatentGenerator
+        encode, decode, module = vae.to_model_space, vae.to_image_space, vae.vae
+    else:                                                    # an AutoencoderKL
+        module = vae
+        scale = float(vae.config.scaling_factor)
+        shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
+        encode = lambda x: (vae.encode(x).latent_dist.mean - shift) * scale          # noqa: E731
+        decode = lambda z: vae.decode(z / scale + shift).sample                      # noqa: E731
+    factor = 2 ** (len(module.config.block_out_channels) - 1)
+    if semantic.shape[1] % factor or semantic.shape[2] % factor:
+        raise ValueError(f"images of {semantic.shape[1]}x{semantic.shape[2]} px do not divide into the VAE's "
+                         f"{factor}x downsampling")
+    parameter = next(module.parameters())
+    device = torch.device(device) if device is not None else parameter.device
+    was_training = module.training
+    module.eval()
+
+    def through_vae(rgb: np.ndarray) -> np.ndarray:
+        """8-bit RGB [N, 3, H, W] in [0, 1] -> VAE round trip -> 8-bit RGB."""
+        out = []
+        with torch.no_grad():
+            for lo in range(0, len(rgb), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(rgb[lo:lo + batch_size])).to(device, parameter.dtype)
+                y = decode(encode(2.0 * x - 1.0)).clamp(-1.0, 1.0)
+                out.append(((y.float() + 1.0) / 2.0).cpu().numpy())
+        return quantize(np.concatenate(out).astype(np.float32), bits=8)
+
+    rows: list[dict] = []
+
+    def add(task: str, codec: str, bits: str, metrics: Mapping[str, float]) -> None:
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append({"task": task, "codec": codec, "bits": bits, "metric": name, "value": float(value)})
+
+    try:
+        seg = SegmentationCodec(dict(palette))
+        normal_codec = NormalsCodec()
+        images = {"segmentation": quantize(seg.encode(semantic.astype(np.int64)).astype(np.float32), bits=8),
+                  "normals": quantize(normal_codec.encode(normals.astype(np.float32)), bits=8)}
+        for label, kwargs, _ in depth_variants:
+            images[label] = quantize(DepthCodec(**kwargs).encode(depth.astype(np.float32)), bits=8)
+        for bits, transform in (("8", lambda rgb: rgb), ("8 + vae", through_vae)):
+            scores = mean_iou(seg.decode(transform(images["segmentation"])), semantic, seg.num_classes,
+                              ignore_index=seg.ignore_index, class_names=seg.class_names)
+            add("segmentation", "palette, nearest colour", bits,
+                {"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+                 "rejected_fraction": scores["rejected_fraction"]})
+            add("normals", "(1-x, 1+y, 1+z)/2", bits,
+                normal_metrics(normal_codec.decode(transform(images["normals"])), normals))
+            for label, kwargs, align in depth_variants:
+                decoded = DepthCodec(**kwargs).decode(transform(images[label]))
+                add("depth", label, bits, depth_metrics(decoded, depth, align=align))
+    finally:
+        module.train(was_training)
+    return pd.DataFrame(rows, columns=["task", "codec", "bits", "metric", "value"])

@@ -16,19 +16,22 @@ import torch
 
 def _rows(split, start: int, stop: int) -> dict[str, np.ndarray]:
     rows = split[start:stop]
-    return {key: np.asarray(rows[key]) for key in ("image", "semantic", "depth", "normals")}
+    return {key: np.asarray(rows[key]) for key in ("image", "semantic", "depth", "normals")
+            if key in split.column_names}
 
 
-def evaluate_generalist(pipe, split, tasks: Sequence[str] = ("segmentation", "depth", "normals"),
+def evaluate_generalist(pipe, split, tasks: Sequence[str] | None = None,
                         palette: Mapping[str, tuple[int, int, int]] | None = None, limit: int | None = None,
                         batch_size: int = 16, seed: int = 0, progress: bool = True, **sampling) -> dict:
     """Predict and score ``tasks`` on the first ``limit`` examples of a world ``split``.
 
     Args:
         pipe: a :class:`banana.pipeline.BananaPipeline`.
-        split: one split of :func:`banana.world.load_world` (numpy format).
-        palette: segmentation palette named in the prompt (default: the canonical one); the
-            ground truth is scored in the same class ids.
+        split: one split of :func:`banana.world.load_world` (numpy format), or of a real dataset
+            (:mod:`banana.real`).
+        tasks: default every task the split has labels for (:func:`banana.real.dataset_spec`).
+        palette: segmentation palette named in the prompt (default: the split's canonical one);
+            it must name the split's classes in id order, the ids the ground truth is scored in.
         seed: batch ``k`` samples with ``torch.Generator().manual_seed(seed + k)``, so results
             do not depend on the batch size of earlier tasks.
         sampling: forwarded to ``pipe.predict`` (steps, scheduler, guidance, ensemble_size).
@@ -40,11 +43,17 @@ def evaluate_generalist(pipe, split, tasks: Sequence[str] = ("segmentation", "de
     from tqdm.auto import tqdm
 
     from banana.evaluation.metrics import depth_metrics, mean_iou, normal_metrics
-    from banana.world import CANONICAL_PALETTE, CLASS_NAMES
+    from banana.real.common import dataset_spec
 
-    palette = dict(palette or CANONICAL_PALETTE)
-    if list(palette) != list(CLASS_NAMES):
-        raise ValueError(f"the palette must name the world's classes in id order {CLASS_NAMES}, got {list(palette)}")
+    spec = dataset_spec(split)      # the world: all tasks, CLASS_NAMES and CANONICAL_PALETTE
+    tasks = tuple(t for t in ("segmentation", "depth", "normals") if t in spec.tasks) if tasks is None else tasks
+    missing = [t for t in tasks if t not in spec.tasks]
+    if missing:
+        raise ValueError(f"the {spec.name} split has no labels for {missing}; it offers {spec.tasks}")
+    palette = dict(palette or spec.palette)
+    if list(palette) != list(spec.class_names):
+        raise ValueError(f"the palette must name the {spec.name} classes in id order {list(spec.class_names)}, "
+                         f"got {list(palette)}")
     n = len(split) if limit is None else min(limit, len(split))
     if n == 0:
         raise ValueError("evaluate_generalist got an empty split")

@@ -62,32 +62,42 @@ UNSEEN_PALETTE_TAG = 0xE7A1_9A1E
 
 
 # --------------------------------------------------------------------------- small pieces
-def unseen_palette(seed: int, batch: int) -> dict[str, tuple[int, int, int]]:
-    """The evaluation palette of ``batch``: ``random_palette(CLASS_NAMES, rng)`` with ``rng`` from
-    ``SeedSequence([UNSEEN_PALETTE_TAG, seed, batch])`` (a stream training never draws from)."""
+def unseen_palette(seed: int, batch: int, class_names: Sequence[str] | None = None) -> dict[str, tuple[int, int, int]]:
+    """The evaluation palette of ``batch``: ``random_palette(class_names, rng)`` with ``rng`` from
+    ``SeedSequence([UNSEEN_PALETTE_TAG, seed, batch])`` (a stream training never draws from).
+    ``class_names`` default: the world's ``CLASS_NAMES`` (a real dataset passes its own)."""
     from banana.codecs import random_palette
     from banana.world import CLASS_NAMES
 
     rng = np.random.default_rng(np.random.SeedSequence([UNSEEN_PALETTE_TAG, int(seed), int(batch)]))
-    return random_palette(CLASS_NAMES, rng)
+    return random_palette(CLASS_NAMES if class_names is None else class_names, rng)
+
+
+def _spec(split):
+    from banana.real.common import dataset_spec
+
+    return dataset_spec(split)
 
 
 def _truth(split, n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` rows' labels, read exactly as :func:`evaluate_generalist` reads them."""
+    """The first ``n`` rows' labels (those the split has), read as :func:`evaluate_generalist` reads them."""
     rows = split[0:n]
-    return {key: np.asarray(rows[key]) for key in ("semantic", "depth", "normals")}
+    return {key: np.asarray(rows[key]) for key in ("semantic", "depth", "normals") if key in split.column_names}
 
 
-def score_task(task: str, prediction, truth: Mapping[str, np.ndarray]) -> dict:
+def score_task(task: str, prediction, truth: Mapping[str, np.ndarray],
+               class_names: Sequence[str] | None = None) -> dict:
     """Score one task's decoded answers against world labels (``truth``: ``semantic``, ``depth``,
     ``normals`` arrays of the same rows), with the exact calls :func:`evaluate_generalist` makes,
-    so a stored prediction re-scores to the same numbers."""
+    so a stored prediction re-scores to the same numbers. ``class_names``: the segmentation classes
+    in id order (default the world's ``CLASS_NAMES``)."""
     from banana.evaluation.metrics import depth_metrics, mean_iou, normal_metrics
     from banana.world import CLASS_NAMES
 
     if task in ("segmentation", UNSEEN_TASK):
+        names = list(CLASS_NAMES if class_names is None else class_names)
         return mean_iou(np.asarray(prediction).astype(np.int64), truth["semantic"].astype(np.int64),
-                        len(CLASS_NAMES), class_names=list(CLASS_NAMES))
+                        len(names), class_names=names)
     if task == "depth":
         return {"metric": depth_metrics(prediction, truth["depth"]),
                 "affine": depth_metrics(prediction, truth["depth"], align="affine")}
@@ -149,9 +159,29 @@ def time_predict(model, images, batch_size: int = 16, repeats: int = 1, warmup: 
 
 
 # --------------------------------------------------------------------------- evaluating
-def evaluate_pipeline(pipe, split, tasks: Sequence[str] = EVAL_TASKS, limit: int | None = None,
+def _available(split, tasks: Sequence[str] | None) -> list[str]:
+    """``tasks`` (``None``: every :data:`EVAL_TASKS` entry the split has labels for), checked
+    against what the split offers (:func:`banana.real.dataset_spec`)."""
+    offered = _spec(split).tasks
+    has = {t: (t if t != UNSEEN_TASK else "segmentation") in offered for t in EVAL_TASKS}
+    if tasks is None:
+        return [t for t in EVAL_TASKS if has[t]]
+    unknown = set(tasks) - set(EVAL_TASKS)
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of {EVAL_TASKS}, got {list(tasks)}")
+    missing = [t for t in tasks if not has[t]]
+    if missing:
+        raise ValueError(f"the {_spec(split).name} split has no labels for {missing}; it offers {offered}")
+    return list(tasks)
+
+
+def evaluate_pipeline(pipe, split, tasks: Sequence[str] | None = None, limit: int | None = None,
                       batch_size: int = 16, seed: int = 0, progress: bool = True, **sampling) -> dict:
     """:func:`evaluate_generalist` over ``tasks`` plus the unseen-palette segmentation setting.
+
+    ``tasks=None``: every task of :data:`EVAL_TASKS` the split has labels for (the world: all;
+    Cityscapes: the two segmentation settings; NYUv2: depth and, when built with them, normals).
+    Segmentation uses the split's classes and canonical palette (:func:`banana.real.dataset_spec`).
 
     ``tasks`` may contain :data:`UNSEEN_TASK`: batch ``k`` (rows ``k*batch_size`` onward) is then
     prompted with :func:`unseen_palette` ``(seed, k)``, decoded with it, and sampled with the
@@ -161,11 +191,9 @@ def evaluate_pipeline(pipe, split, tasks: Sequence[str] = EVAL_TASKS, limit: int
     "unseen": [one palette per batch], "unseen_batch": row -> batch index}``.
     """
     from banana.evaluation.generalist import evaluate_generalist
-    from banana.world import CANONICAL_PALETTE
 
-    unknown = set(tasks) - set(EVAL_TASKS)
-    if unknown or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of {EVAL_TASKS}, got {list(tasks)}")
+    tasks = _available(split, tasks)
+    spec = _spec(split)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(split) if limit is None else min(limit, len(split))
@@ -173,16 +201,16 @@ def evaluate_pipeline(pipe, split, tasks: Sequence[str] = EVAL_TASKS, limit: int
         raise ValueError("evaluate_pipeline got an empty split (or limit=0)")
     standard = [t for t in tasks if t != UNSEEN_TASK]
     results: dict = {"metrics": {}, "predictions": {}, "seconds_per_image": {}, "n_images": n,
-                     "palettes": {"canonical": dict(CANONICAL_PALETTE)}}
+                     "palettes": {"canonical": dict(spec.palette)}, "class_names": list(spec.class_names)}
     if standard:
         results.update({k: v for k, v in evaluate_generalist(
-            pipe, split, tasks=standard, palette=CANONICAL_PALETTE, limit=n, batch_size=batch_size, seed=seed,
+            pipe, split, tasks=standard, palette=dict(spec.palette), limit=n, batch_size=batch_size, seed=seed,
             progress=progress, **sampling).items() if k in ("metrics", "predictions", "seconds_per_image")})
     if UNSEEN_TASK in tasks:
         outputs, palettes, batch_of, seconds = [], [], [], 0.0
         for k, start in enumerate(range(0, n, batch_size)):
             stop = min(n, start + batch_size)
-            palette = unseen_palette(seed, k)
+            palette = unseen_palette(seed, k, spec.class_names)
             # One batch of evaluate_generalist on the rows [start, stop): its batch 0 uses seed + k.
             part = evaluate_generalist(pipe, split.select(range(start, stop)), tasks=("segmentation",),
                                        palette=palette, batch_size=batch_size, seed=seed + k, progress=False,
@@ -194,7 +222,7 @@ def evaluate_pipeline(pipe, split, tasks: Sequence[str] = EVAL_TASKS, limit: int
         prediction = np.concatenate(outputs)
         results["predictions"][UNSEEN_TASK] = prediction
         results["seconds_per_image"][UNSEEN_TASK] = seconds / n
-        results["metrics"][UNSEEN_TASK] = score_task(UNSEEN_TASK, prediction, _truth(split, n))
+        results["metrics"][UNSEEN_TASK] = score_task(UNSEEN_TASK, prediction, _truth(split, n), spec.class_names)
         results["palettes"]["unseen"] = palettes
         results["palettes"]["unseen_batch"] = np.asarray(batch_of, dtype=np.int64)   # row -> its batch
     results["metrics"] = {t: results["metrics"][t] for t in tasks}     # the order asked for
@@ -225,8 +253,9 @@ def evaluate_specialist(model, split, task: str, limit: int | None = None, batch
         seconds += time.perf_counter() - start
         outputs.append(_as_numpy(out))
     prediction = np.concatenate(outputs)
-    return {"metrics": {task: score_task(task, prediction, _truth(split, n))}, "predictions": {task: prediction},
-            "seconds_per_image": {task: seconds / n}, "n_images": n}
+    names = list(_spec(split).class_names)
+    return {"metrics": {task: score_task(task, prediction, _truth(split, n), names)}, "predictions": {task: prediction},
+            "seconds_per_image": {task: seconds / n}, "n_images": n, "class_names": names}
 
 
 # --------------------------------------------------------------------------- writing / re-scoring
@@ -257,13 +286,14 @@ def write_evaluation(out_dir: str | Path, results: Mapping, *, split: str, world
     out_dir.mkdir(parents=True, exist_ok=True)
     n = int(results["n_images"])
     arrays: dict[str, np.ndarray] = {task: _compact(task, pred) for task, pred in results["predictions"].items()}
-    arrays["class_names"] = np.asarray(CLASS_NAMES)
+    class_names = list(results.get("class_names", CLASS_NAMES))   # the dataset's (world: CLASS_NAMES)
+    arrays["class_names"] = np.asarray(class_names, dtype=str)
     arrays["indices"] = np.arange(n, dtype=np.int64)
     palettes = results.get("palettes", {})
     if "canonical" in palettes:
-        arrays["palette_canonical"] = np.asarray([palettes["canonical"][c] for c in CLASS_NAMES], np.uint8)
+        arrays["palette_canonical"] = np.asarray([palettes["canonical"][c] for c in class_names], np.uint8)
     if "unseen" in palettes:
-        per_batch = np.asarray([[p[c] for c in CLASS_NAMES] for p in palettes["unseen"]], np.uint8)
+        per_batch = np.asarray([[p[c] for c in class_names] for p in palettes["unseen"]], np.uint8)
         arrays["palettes_unseen"] = per_batch[np.asarray(palettes["unseen_batch"])]
     np.savez_compressed(out_dir / PREDICTIONS_FILE, **arrays)
 
@@ -289,25 +319,26 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
     ``metrics.json``) - no model. Returns ``{task: metrics}``, equal (``==``) to
     ``metrics.json["metrics"]`` when the files are what the harness wrote.
     """
-    from banana.world import CLASS_NAMES, load_world
+    from banana.world import load_world
 
     eval_dir = Path(eval_dir)
     record = json.loads((eval_dir / METRICS_FILE).read_text())
     split = load_world(world_dir or record["world_dir"])[record["split"]]
+    class_names = list(_spec(split).class_names)
     with np.load(eval_dir / PREDICTIONS_FILE, allow_pickle=False) as stored:
-        if list(stored["class_names"]) != list(CLASS_NAMES):
+        if list(stored["class_names"]) != class_names:
             raise ValueError(f"{eval_dir} was scored with classes {list(stored['class_names'])}, "
-                             f"this banana has {list(CLASS_NAMES)}")
+                             f"the dataset has {class_names}")
         n = int(len(stored["indices"]))
         if not np.array_equal(stored["indices"], np.arange(n)):
             raise ValueError(f"{eval_dir}/{PREDICTIONS_FILE} does not hold rows 0..{n - 1} of the split")
         truth = _truth(split, n)
-        metrics = {task: score_task(task, stored[task], truth) for task in record["metrics"]}
+        metrics = {task: score_task(task, stored[task], truth, class_names) for task in record["metrics"]}
     return _json_clean(metrics)
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None, *,
-                 tasks: Sequence[str] = EVAL_TASKS, num_inference_steps: int | None = None, scheduler: str = "ddim",
+                 tasks: Sequence[str] | None = None, num_inference_steps: int | None = None, scheduler: str = "ddim",
                  ensemble_size: int | None = None, text_guidance: float | None = None,
                  image_guidance: float | None = None, limit: int | None = None, batch_size: int = 16, seed: int = 0,
                  base_dir: str | Path | None = None, world_dir: str | Path | None = None,
@@ -317,8 +348,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     Args:
         run_dir: a :func:`banana.training.train` run directory (``model/`` or ``adapter/``).
         split: ``"test"`` (in distribution) or ``"held_out"`` (unseen shape/colour pairings), or
-            any other split of the world.
+            any other split of the world (a real dataset: Cityscapes ``"val"``, NYUv2 ``"test"``).
         out_dir: default ``run_dir/eval-<split>``.
+        tasks: default every task the dataset has labels for (see :func:`evaluate_pipeline`).
         num_inference_steps, ensemble_size, text_guidance, image_guidance: ``None`` = the
             pipeline's :class:`~banana.pipeline.SamplingDefaults`; the resolved values are recorded.
         base_dir: the base generator of a LoRA run whose base path was not recorded.

@@ -83,8 +83,8 @@ def denoising_loss(generator, split, timesteps: Sequence[int] = DEFAULT_TIMESTEP
     examples = BananaExamples(split.select(range(n)), seed=seed, drop_text_prob=0.0, drop_image_prob=0.0, drop_both_prob=0.0)
     scheduler = build_noise_scheduler(generator.config)
     device = generator.device
-    resolution = generator.config.resolution
-    noise = torch.randn((len(timesteps), n, 3, resolution, resolution), generator=torch.Generator().manual_seed(seed))
+    # noise in model space: [T, n, 3, H, W] for pixel generators, [T, n, C, h, w] for latent ones
+    noise = torch.randn((len(timesteps), *generator.sample_shape(n)), generator=torch.Generator().manual_seed(seed))
     losses = torch.zeros(len(timesteps), n, dtype=torch.float64)
     was_training = generator.training
     generator.eval()
@@ -93,7 +93,8 @@ def denoising_loss(generator, split, timesteps: Sequence[int] = DEFAULT_TIMESTEP
             for lo in range(0, n, batch_size):
                 hi = min(n, lo + batch_size)
                 batch = collate_examples([examples.generation(i) for i in range(lo, hi)])
-                x0, condition = batch["target"].to(device), batch["condition"].to(device)
+                x0 = generator.to_model_space(batch["target"].to(device))
+                condition = generator.to_model_space(batch["condition"].to(device))
                 states, mask = generator.encode_prompts(batch["prompt"])
                 for j, t in enumerate(timesteps):
                     eps = noise[j, lo:hi].to(device)

@@ -12,9 +12,11 @@ the model changes. So the two knobs that matter live here:
     condition = zeros, prompt = the scene's description.
   - **vision** (image + instruction -> label picture): condition = the image, target =
     ``encode_target(task, sample, palette)``, prompt = ``task_prompt(task, rng, palette)``.
-    The task is drawn uniformly from :data:`banana.tasks.TASKS`; for segmentation the palette is
-    a fresh :func:`banana.codecs.random_palette` with probability ``random_palette_prob`` (so the
-    model must *read* colours from the prompt), else :data:`banana.world.CANONICAL_PALETTE`.
+    The task is drawn uniformly from :data:`banana.tasks.TASKS` (those the split has labels for:
+    :func:`banana.real.dataset_spec`); for segmentation the palette is a fresh
+    :func:`banana.codecs.random_palette` of the split's classes with probability
+    ``random_palette_prob`` (so the model must *read* colours from the prompt), else the split's
+    canonical palette (the world's: :data:`banana.world.CANONICAL_PALETTE`).
 
   Optionally (``drop_*_prob``) the InstructPix2Pix condition dropout is applied here too: the
   prompt becomes ``""`` and/or the condition becomes zeros, so the model also learns the
@@ -37,8 +39,10 @@ Determinism (the property everything else leans on)
   example's randomness (task, palette, wording, dropout) comes from
   ``SeedSequence([seed, index, draw])``. The data are therefore identical whatever the number of
   data-loader workers, and an image seen twice gets fresh task/palette draws each time.
-* Multi-device: rank ``k`` of ``world_size`` takes global batches ``k, k + W, k + 2W, ...`` of the
-  same stream (disjoint, and together exactly the single-device stream).
+* Multi-device: at step ``s`` every rank draws global batch ``s`` and keeps its own contiguous
+  slice of it (rank ``k`` of ``W``: slots ``k * B/W`` to ``(k + 1) * B/W``). The slices are disjoint
+  and together exactly the single-device batch, so ``batch_size`` is the *global* batch size and
+  the data a run sees do not depend on how many devices it ran on.
 """
 
 from __future__ import annotations
@@ -98,10 +102,17 @@ class BananaExamples(Dataset):
         drops = (drop_text_prob, drop_image_prob, drop_both_prob)
         if min(drops) < 0 or sum(drops) > 1:
             raise ValueError(f"drop probabilities must be >= 0 and sum to <= 1, got {drops}")
-        self.tasks = tuple(tasks) if tasks is not None else TASKS
+        from banana.real.common import dataset_spec
+
+        #: what the split offers (real datasets: banana.real; the world: every task, CLASS_NAMES)
+        self.spec = dataset_spec(split)
+        self.tasks = tuple(tasks) if tasks is not None else tuple(t for t in TASKS if t in self.spec.tasks)
         unknown = set(self.tasks) - set(TASKS)
         if not self.tasks or unknown:
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
+        missing = sorted(set(self.tasks) - set(self.spec.tasks))
+        if missing:
+            raise ValueError(f"the {self.spec.name} split has no labels for {missing}; it offers {self.spec.tasks}")
         self.split = split
         self.seed = int(seed)
         self.random_palette_prob = float(random_palette_prob)
@@ -110,7 +121,7 @@ class BananaExamples(Dataset):
         if in_memory:
             # split[:] materialises whole columns as numpy arrays; split["image"] would be a lazy
             # datasets Column whose per-row access costs ~1 ms.
-            self._columns = split.select_columns(list(_FIELDS))[:]
+            self._columns = split.select_columns([f for f in _FIELDS if f in split.column_names])[:]
 
     def __len__(self) -> int:
         return len(self.split)
@@ -144,15 +155,16 @@ class BananaExamples(Dataset):
         """Image + instruction -> the label drawn as RGB. ``task=None`` draws one uniformly."""
         from banana.codecs import random_palette
         from banana.tasks import encode_target, task_prompt
-        from banana.world import CANONICAL_PALETTE, CLASS_NAMES
 
         sample = self.sample(index)
         drawn, rng = self.drawn_task(index, draw)
         task = task or drawn
+        if task not in self.spec.tasks:
+            raise ValueError(f"the {self.spec.name} split has no {task!r} labels; it offers {self.spec.tasks}")
         palette = None
-        if task == "segmentation":
+        if task == "segmentation":   # the split's classes and palette (the world's: CLASS_NAMES, CANONICAL_PALETTE)
             use_random = rng.random() < self.random_palette_prob
-            palette = random_palette(CLASS_NAMES, rng) if use_random else dict(CANONICAL_PALETTE)
+            palette = random_palette(self.spec.class_names, rng) if use_random else dict(self.spec.palette)
         prompt = task_prompt(task, rng, palette)
         target = torch.from_numpy(np.ascontiguousarray(encode_target(task, sample, palette), dtype=np.float32))
         example = {"target": target * 2.0 - 1.0, "condition": _image_to_model(sample["image"]),
@@ -195,14 +207,15 @@ class MixedBatchSampler(Sampler):
 
     Args:
         n_generation, n_vision: sizes of the two sources (rows of the world split for each).
-        batch_size: slots per batch (per rank).
+        batch_size: slots per *global* batch (all ranks together; must be divisible by ``world_size``).
         mixing_ratio: fraction of slots that are vision examples, in [0, 1]; 0 = pure generation
             (pretraining), 1 = pure vision. Per batch: ``floor(r * B)`` vision slots plus one more
             with probability ``frac(r * B)`` (stochastic rounding; see the module docstring).
-        num_batches: batches this rank yields in a full pass (the run's ``max_steps``).
+        num_batches: batches yielded in a full pass (the run's ``max_steps``).
         seed: the stream's seed. Global batch ``b`` is a pure function of ``(seed, b)``.
-        rank, world_size: rank ``k`` yields global batches ``k, k + W, ...``.
-        start_batch: the first *local* batch to yield (resume: the trainer's ``global_step``).
+        rank, world_size: rank ``k`` yields slots ``[k * B/W, (k + 1) * B/W)`` of every global batch
+            (``B/W`` = :attr:`per_rank` examples per step on each rank).
+        start_batch: the first batch to yield (resume: the trainer's ``global_step``).
 
     Within a batch the generation slots come first, then the vision slots; indices are drawn
     uniformly without replacement inside the batch (with replacement when a source is smaller
@@ -221,6 +234,9 @@ class MixedBatchSampler(Sampler):
             raise ValueError("mixing_ratio > 0 needs vision examples (n_vision >= 1)")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} (the global batch) must be divisible by the number of "
+                             f"devices, world_size={world_size}: each rank takes batch_size // world_size")
         if num_batches < 0 or not 0 <= start_batch:
             raise ValueError(f"need num_batches >= 0 and start_batch >= 0, got {num_batches}, {start_batch}")
         self.n_generation, self.n_vision = int(n_generation), int(n_vision)
@@ -231,9 +247,15 @@ class MixedBatchSampler(Sampler):
     def __len__(self) -> int:
         return max(0, self.num_batches - self.start_batch)
 
+    @property
+    def per_rank(self) -> int:
+        """Examples per step on each rank: ``batch_size // world_size``."""
+        return self.batch_size // self.world_size
+
     def __iter__(self) -> Iterator[list[ExampleKey]]:
-        for local in range(self.start_batch, self.num_batches):
-            yield self.global_batch(local * self.world_size + self.rank)
+        first = self.rank * self.per_rank
+        for b in range(self.start_batch, self.num_batches):
+            yield self.global_batch(b)[first:first + self.per_rank]
 
     def num_vision(self, rng: np.random.Generator) -> int:
         """Stochastic rounding of ``mixing_ratio * batch_size`` (one uniform draw from ``rng``)."""

@@ -53,6 +53,13 @@ __all__ = ["TrainConfig", "EMA", "BananaModule", "diffusion_loss"]
 
 STAGES = ("pretrain", "tune")
 TUNINGS = ("full", "lora")
+#: Lightning precision settings TrainConfig accepts ("bf16-mixed": bf16 autocast, fp32 weights).
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+#: Lightning strategies TrainConfig accepts. "ddp" is the one tested (2 CPU processes, gloo).
+#: ("ddp_spawn" is not accepted: its main process gets the weights back but not the trainer state that
+#: banana's final checkpoint and metrics are written from.)
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,12 @@ class TrainConfig(SerializableConfig):
     world_dir: str | None = None             # built world (banana.world.build_world)
     split: str = "train"
     base_model: str | None = None            # tune: the pretrained generator directory
-    precision: str = "32-true"               # Lightning precision ("bf16-mixed" on a GPU if wanted)
+    precision: str = "32-true"               # Lightning precision; "bf16-mixed" on an Ampere+ GPU (H100)
     num_workers: int = 0
+    accelerator: str = "auto"                # Lightning accelerator: "auto" | "cpu" | "gpu" | "cuda" | "mps"
+    devices: int = 1                         # devices per node; data parallel over devices * num_nodes
+    num_nodes: int = 1
+    strategy: str = "auto"                   # "auto" | "ddp" | "fsdp" (see banana.training.run)
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -110,6 +121,29 @@ class TrainConfig(SerializableConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("need learning_rate > 0, weight_decay >= 0, warmup_steps >= 0")
+        self._check_hardware()
+
+    def _check_hardware(self) -> None:
+        """Distributed settings: known names, and a global batch that splits evenly over the devices."""
+        for name, allowed in (("precision", PRECISIONS), ("accelerator", ACCELERATORS), ("strategy", STRATEGIES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("devices", "num_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.batch_size % self.world_size:
+            raise ValueError(f"batch_size={self.batch_size} is the global batch and must be divisible by "
+                             f"devices * num_nodes = {self.world_size} (each device takes batch_size // "
+                             f"{self.world_size} examples per step)")
+        if self.strategy.startswith("fsdp") and self.ema_decay > 0:
+            raise ValueError("strategy='fsdp' shards the parameters the EMA keeps references to: set "
+                             "ema_decay=0, or use strategy='ddp' (recommended for banana's model sizes)")
+
+    @property
+    def world_size(self) -> int:
+        """Processes of a run: ``devices * num_nodes``."""
+        return self.devices * self.num_nodes
 
 
     def to_json(self) -> str:
@@ -156,13 +190,26 @@ class EMA(nn.Module):
             p.copy_(s)
 
 
-def diffusion_loss(generator, scheduler, batch: dict, generator_rng: torch.Generator) -> torch.Tensor:
-    """Per-example MSE ``[B]`` between the model output and the prediction target."""
-    x0, condition = batch["target"], batch["condition"]
+def diffusion_loss(generator, scheduler, batch: dict, generator_rng: torch.Generator, offset: int = 0,
+                   total: int | None = None) -> torch.Tensor:
+    """Per-example MSE ``[B]`` between the model output and the prediction target.
+
+    ``batch`` may be rows ``offset .. offset + B`` of a global batch of ``total`` rows (one rank's
+    slice under data parallelism): timesteps and noise are drawn for all ``total`` rows from
+    ``generator_rng`` and sliced, so every rank's rows get exactly what a single device drawing the
+    whole global batch would have given them. Default: the batch is the whole global batch.
+    """
+    # model space: the identity for pixel generators, VAE latents for banana.latent.LatentGenerator
+    x0, condition = generator.to_model_space(batch["target"]), generator.to_model_space(batch["condition"])
     device = x0.device
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],),
-                              generator=generator_rng, device=device)
-    noise = torch.randn(x0.shape, generator=generator_rng, device=device, dtype=x0.dtype)
+    size = x0.shape[0]
+    total = size if total is None else int(total)
+    if not 0 <= offset <= total - size:
+        raise ValueError(f"rows {offset}..{offset + size} do not fit in a global batch of {total}")
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (total,),
+                              generator=generator_rng, device=device)[offset:offset + size]
+    noise = torch.randn((total, *x0.shape[1:]), generator=generator_rng, device=device,
+                        dtype=x0.dtype)[offset:offset + size]
     noisy = scheduler.add_noise(x0, noise, timesteps)
     prediction_type = scheduler.config.prediction_type
     if prediction_type == "epsilon":
@@ -208,22 +255,38 @@ class BananaModule(L.LightningModule):
         return rng
 
     def global_batch_index(self) -> int:
+        """The global batch of this step: the step itself (every rank holds a slice of it)."""
         trainer = self._trainer
-        if trainer is None:
-            return int(self.global_step)
-        return int(trainer.global_step) * trainer.world_size + trainer.global_rank
+        return int(self.global_step) if trainer is None else int(trainer.global_step)
+
+    def rank_slice(self, size: int) -> tuple[int, int]:
+        """``(offset, total)`` of this rank's ``size`` rows in the step's global batch."""
+        trainer = self._trainer
+        world_size = 1 if trainer is None else int(trainer.world_size)
+        rank = 0 if trainer is None else int(trainer.global_rank)
+        return rank * size, world_size * size
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.trainable.values())
 
     # ------------------------------------------------------------------ Lightning hooks
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        per_example = diffusion_loss(self.generator, self.noise_scheduler, batch, self.step_rng(self.global_batch_index()))
+        offset, total = self.rank_slice(len(batch["prompt"]))
+        per_example = diffusion_loss(self.generator, self.noise_scheduler, batch,
+                                     self.step_rng(self.global_batch_index()), offset=offset, total=total)
         loss = per_example.mean()
         if self._trainer is not None:
-            size = len(batch["prompt"])
-            self.log("train/loss", loss, prog_bar=True, batch_size=size)
-            kinds = np.asarray(batch["kind"])
+            logged, kinds = per_example.detach(), np.asarray(batch["kind"])
+            if total > len(kinds):
+                # Data parallel: log the whole global batch's losses (the same on every rank).
+                from banana.training.data import KINDS
+
+                ids = torch.as_tensor([KINDS.index(str(k)) for k in kinds], device=logged.device)
+                logged = self.all_gather(logged).reshape(-1)
+                kinds = np.asarray(KINDS)[self.all_gather(ids).reshape(-1).cpu().numpy()]
+            per_example = logged
+            size = len(kinds)
+            self.log("train/loss", logged.mean(), prog_bar=True, batch_size=size)
             is_generation = torch.as_tensor(kinds == "generation", device=per_example.device)
             groups = {"generation": is_generation, "vision": ~is_generation}
             groups.update({kind: torch.as_tensor(kinds == kind, device=per_example.device)

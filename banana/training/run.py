@@ -30,11 +30,30 @@ and resumed therefore ends with **bitwise the same weights** as an uninterrupted
 Not exact: steps done after the last checkpoint and before the kill are recomputed (the CSV
 keeps the newest value per step), wall-clock numbers, and on a GPU any kernel that is not
 deterministic (``deterministic="warn"`` there: such kernels warn instead of failing).
+
+Many devices
+------------
+``TrainConfig.devices`` / ``num_nodes`` / ``strategy`` / ``accelerator`` / ``precision`` go to the
+Lightning Trainer. ``batch_size`` is the **global** batch: at step ``s`` each of the
+``W = devices * num_nodes`` ranks takes its own contiguous ``batch_size // W`` slice of global
+batch ``s`` (divisibility is checked) and draws the noise/timesteps of exactly those rows, so a run
+sees the same data and noise on any number of devices and differs from a one-device run only by
+floating-point reduction order (tested: 2 CPU processes, gloo, "ddp"). DDP keeps the parameters
+identical on every rank, so the EMA updates (local, after each optimiser step) are identical too
+(tested). Only global rank 0 writes ``config.json``, ``run_info.json``, ``model/``/``adapter/``,
+``metrics.json`` and the plot; Lightning writes checkpoints and logs from rank 0. A checkpoint
+resumes on another device count (not to or from FSDP). ``strategy="ddp"`` is the one to use:
+banana's generators (41.6 M parameters for the ``gpu`` preset) fit on one card with room to spare.
+``"fsdp"`` is accepted (``ema_decay`` must be 0) but **untested**, LoRA + FSDP included: Lightning's
+FSDP needs CUDA and none was available when it was written.
+Multi-process strategies re-run the calling script once per extra device (Lightning's launcher):
+use the ``banana`` command or a script, not a notebook.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import time
@@ -52,12 +71,13 @@ from banana.training.data import BananaExamples, MixedBatchSampler, make_dataloa
 from banana.training.module import BananaModule, TrainConfig
 
 __all__ = ["train", "load_run", "read_config", "MixedDataModule", "ThroughputMeter", "read_loss_log",
-           "plot_loss_curve", "CHECKPOINT_DIR", "LAST_CHECKPOINT"]
+           "plot_loss_curve", "is_global_zero", "CHECKPOINT_DIR", "LAST_CHECKPOINT"]
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 #: TrainConfig fields that may change when a run is resumed.
-RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "checkpoint_every", "num_workers"})
+RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "checkpoint_every", "num_workers",
+                               "accelerator", "devices", "num_nodes", "strategy"})
 
 
 class _LiveStartSampler(MixedBatchSampler):
@@ -129,26 +149,37 @@ class ThroughputMeter(Callback):
 
 
 def read_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
-    """``(TrainConfig, GeneratorConfig)`` stored in a run directory's ``config.json``."""
-    from banana.models import GeneratorConfig
+    """``(TrainConfig, GeneratorConfig | LatentGeneratorConfig)`` stored in a run directory's ``config.json``."""
+    from banana.latent import generator_config_from_dict
 
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a banana training run")
     data = json.loads(path.read_text())
-    return TrainConfig.from_dict(data["train"]), GeneratorConfig.from_dict(data["generator"])
+    return TrainConfig.from_dict(data["train"]), generator_config_from_dict(data["generator"])
 
 
-def _resolve_generator(config: TrainConfig, generator):
-    """-> (generator, base_model path or None)."""
+def _resolve_generator(config: TrainConfig, generator, world_dir=None):
+    """-> (generator, base_model path or None).
+
+    A directory is loaded by :func:`banana.latent.load_generator`: a saved generator (pixel or
+    latent), or a Stable-Diffusion-family checkpoint, which becomes a
+    :class:`~banana.latent.LatentGenerator` at the world's resolution."""
+    from banana.latent import LatentGenerator, is_sd_checkpoint, load_generator
     from banana.models import BananaGenerator
 
     if isinstance(generator, BananaGenerator):
         return generator, config.base_model
-    if generator is not None:                       # a path to a saved base
-        return BananaGenerator.from_pretrained(generator), str(Path(generator).resolve())
-    if config.base_model is not None:
-        return BananaGenerator.from_pretrained(config.base_model), str(Path(config.base_model).resolve())
+    if isinstance(generator, LatentGenerator):
+        return generator, config.base_model or generator.source
+    path = generator if generator is not None else config.base_model   # a path to a saved base
+    if path is not None:
+        resolution = None
+        if is_sd_checkpoint(path) and world_dir is not None:
+            from banana.world.dataset import read_world_config
+
+            resolution = int(read_world_config(world_dir)["config"]["resolution"])
+        return load_generator(path, resolution=resolution), str(Path(path).resolve())
     if config.stage == "pretrain":
         return BananaGenerator.from_preset(config.profile, seed=config.seed), None
     raise ValueError("stage='tune' needs a base generator: pass generator=<BananaGenerator or directory> "
@@ -159,6 +190,9 @@ def _check_resume(run_dir: Path, config: TrainConfig, generator_config) -> None:
     old_train, old_generator = read_config(run_dir)
     diffs = [f"{k}: stored {v!r}, now {getattr(config, k)!r}" for k, v in old_train.to_dict().items()
              if k not in RESUMABLE_CHANGES and getattr(config, k) != v]
+    if old_train.strategy != config.strategy and "fsdp" in (old_train.strategy, config.strategy):
+        diffs.append(f"strategy: stored {old_train.strategy!r}, now {config.strategy!r} (FSDP checkpoints are "
+                     "not interchangeable with single-device/DDP ones here)")
     if old_generator != generator_config:
         diffs.append("the generator config differs")
     if diffs:
@@ -176,14 +210,16 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
         generator: a :class:`~banana.models.BananaGenerator` (trained **in place**; it holds the
             exported EMA weights afterwards), a directory saved by ``save_pretrained`` (the base of
             a tuning run), or ``None``: ``config.base_model`` if set, else (pretraining only) a fresh
-            generator from the ``config.profile`` preset seeded with ``config.seed``.
+            generator from the ``config.profile`` preset seeded with ``config.seed``. A
+            :class:`~banana.latent.LatentGenerator`, or a local Stable-Diffusion-family checkpoint
+            directory (``model_index.json`` / ``vae/``: built at the world's resolution, conv_in
+            widened with zeros), tunes in latent space (:mod:`banana.latent`).
         world_dir: the built world to train on (default ``config.world_dir``); its resolution must
             equal the generator's.
         progress: Lightning's progress bar and model summary.
         callbacks: extra Lightning callbacks.
     """
     from banana.adapters import codec_settings, save_adapter
-    from banana.provenance import write_run_info
     from banana.world import load_world
 
     wall_start = time.perf_counter()
@@ -191,7 +227,7 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     world_dir = world_dir if world_dir is not None else config.world_dir
     if world_dir is None:
         raise ValueError("no world to train on: pass world_dir= or set TrainConfig.world_dir")
-    generator, base_model = _resolve_generator(config, generator)
+    generator, base_model = _resolve_generator(config, generator, world_dir)
     config = dataclasses.replace(config, world_dir=str(Path(world_dir).resolve()), base_model=base_model)
 
     checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
@@ -200,8 +236,7 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
         _check_resume(run_dir, config, generator.config)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"train": config.to_dict(), "generator": generator.config.to_dict()}
-    (run_dir / "config.json").write_text(json.dumps(record, indent=1) + "\n")
-    write_run_info(run_dir, {**record, "seed": config.seed, "resumed": resuming})
+    records = _RunRecords(run_dir, record, {**record, "seed": config.seed, "resumed": resuming})
 
     split = load_world(world_dir)[config.split]
     resolution = int(split[0]["image"].shape[-1])
@@ -215,12 +250,21 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     module = BananaModule(generator, config)
     datamodule = MixedDataModule(examples, config)
     meter = ThroughputMeter()
+    # FSDP leaves every rank holding a shard of the weights; an unwrapped copy receives the full
+    # ones from the final checkpoint (untested: Lightning's FSDP needs GPUs, none was available).
+    unsharded = copy.deepcopy(module) if config.strategy.startswith("fsdp") else None
     with keep_determinism_setting():
-        trainer = make_trainer(run_dir, config.max_steps, config, [meter, *callbacks], progress)
+        trainer = make_trainer(run_dir, config.max_steps, config, [records, meter, *callbacks], progress)
         steps_done, start_step = _fit(trainer, module, datamodule, generator, checkpoint, resuming, config, run_dir)
+    if unsharded is not None and trainer.is_global_zero:
+        unsharded.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+        module, generator = unsharded, unsharded.generator
 
     module.export_weights()
     generator.eval()
+    if not trainer.is_global_zero:      # data parallel: rank 0 writes the run's files
+        return run_dir
+    records.write()                     # no-op if the Trainer's setup already wrote them
     if config.tuning == "lora":
         save_adapter(generator, run_dir / "adapter",
                      {"base_model": base_model, "codecs": codec_settings(config.random_palette_prob),
@@ -229,9 +273,42 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
         generator.save_pretrained(run_dir / "model")
 
     metrics = _metrics(run_dir, config, steps_done, start_step, meter, time.perf_counter() - wall_start, module)
+    metrics["world_size"] = int(trainer.world_size)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     plot_loss_curve(run_dir)
     return run_dir
+
+
+class _RunRecords(Callback):
+    """Writes ``config.json`` and ``run_info.json`` once, from global rank 0 only.
+
+    Under a multi-process strategy every rank runs :func:`train`, and ranks are only known once the
+    Trainer has set up its processes: so the files are written in ``setup`` (before the first step,
+    which a killed run's resumption needs), or by :func:`train` itself when no fit happens.
+    """
+
+    def __init__(self, run_dir: Path, record: dict, info: dict):
+        self.run_dir, self.record, self.info, self.written = run_dir, record, info, False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.is_global_zero:
+            self.write()
+
+    def write(self) -> None:
+        from banana.provenance import write_run_info
+
+        if not self.written:
+            (self.run_dir / "config.json").write_text(json.dumps(self.record, indent=1) + "\n")
+            write_run_info(self.run_dir, self.info)
+            self.written = True
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0 (always true on one device). After :func:`train` under a
+    multi-process strategy, only rank 0 has written the run's files: print/publish from it only."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 @contextlib.contextmanager
@@ -247,11 +324,20 @@ def keep_determinism_setting():
 
 
 def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Callback], progress: bool) -> L.Trainer:
-    """The Trainer every banana run uses: one device, deterministic (warn-only on GPU, where some
-    kernels have no deterministic version), CSV logs and ``checkpoints/last.ckpt`` in ``run_dir``.
-    ``config`` needs ``precision``, ``log_every``, ``grad_clip`` and ``checkpoint_every``."""
+    """The Trainer every banana run uses: deterministic (warn-only on GPU, where some kernels have no
+    deterministic version), CSV logs and ``checkpoints/last.ckpt`` in ``run_dir``.
+    ``config`` needs ``precision``, ``log_every``, ``grad_clip`` and ``checkpoint_every``; its
+    ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` (default: one device) are used
+    when present. Lightning's distributed sampler is off: :class:`MixedDataModule` gives each rank
+    its own slice of every global batch.
+
+    Multi-process strategies ("ddp", "fsdp") re-execute the calling script (``sys.argv``) once per
+    extra device, so call :func:`train` from a script or the ``banana`` command, not a notebook.
+    """
     return L.Trainer(
-        max_steps=max_steps, accelerator="auto", devices=1,
+        max_steps=max_steps, accelerator=getattr(config, "accelerator", "auto"),
+        devices=getattr(config, "devices", 1), num_nodes=getattr(config, "num_nodes", 1),
+        strategy=getattr(config, "strategy", "auto"),
         deterministic="warn" if torch.cuda.is_available() else True, precision=config.precision,
         logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
         gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
@@ -409,14 +495,16 @@ def load_run(run_dir: str | Path, base_dir: str | Path | None = None):
     """The trained generator of a finished run, in eval mode: ``model/`` for full tuning and
     pretraining, else the base (``base_dir`` or the recorded ``base_model``) + ``adapter/``."""
     from banana.adapters import load_adapter, read_adapter_config
-    from banana.models import BananaGenerator
+    from banana.latent import load_generator
 
     run_dir = Path(run_dir)
     if (run_dir / "model").is_dir():
-        return BananaGenerator.from_pretrained(run_dir / "model")
+        return load_generator(run_dir / "model")
     if (run_dir / "adapter").is_dir():
-        base = base_dir or read_adapter_config(run_dir / "adapter")["metadata"].get("base_model")
+        record = read_adapter_config(run_dir / "adapter")
+        base = base_dir or record["metadata"].get("base_model")
         if base is None:
             raise ValueError(f"{run_dir} holds a LoRA adapter whose base path was not recorded: pass base_dir=")
-        return load_adapter(BananaGenerator.from_pretrained(base), run_dir / "adapter")
+        # an SD checkpoint base is rebuilt with the adapter's generator config (resolution, conv_in, ...)
+        return load_adapter(load_generator(base, generator_config=record["generator_config"]), run_dir / "adapter")
     raise FileNotFoundError(f"{run_dir} holds no trained model (no model/ or adapter/): has the run finished?")

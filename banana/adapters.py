@@ -117,20 +117,20 @@ def base_fingerprint(generator) -> str:
     return digest.hexdigest()
 
 
-def codec_settings(random_palette_prob: float | None = None) -> dict[str, Any]:
+def codec_settings(random_palette_prob: float | None = None, depth_codec: str = "metric") -> dict[str, Any]:
     """How the training prompts and targets were made (what a user of the adapter must match)."""
-    from banana.codecs import DepthCodec
     from banana.tasks import DEPTH_PROMPTS, NORMALS_PROMPTS, SEGMENTATION_PROMPT_STYLES, TASKS
+    from banana.tasks import depth_codec as make_depth_codec
     from banana.world import CANONICAL_PALETTE, CLASS_NAMES
 
-    depth = DepthCodec()
+    depth = make_depth_codec(depth_codec)
     return {
         "tasks": list(TASKS),
         "segmentation": {"class_names": list(CLASS_NAMES),
                          "canonical_palette": {k: list(v) for k, v in CANONICAL_PALETTE.items()},
                          "random_palette_prob": random_palette_prob,
                          "prompt_styles": list(SEGMENTATION_PROMPT_STYLES)},
-        "depth": {"warp": depth.warp, "colormap": depth.colormap, "prompts": list(DEPTH_PROMPTS)},
+        "depth": {"codec": depth_codec, "warp": depth.warp, "colormap": depth.colormap, "prompts": list(DEPTH_PROMPTS)},
         "normals": {"convention": "camera space, +x right, +y up, +z toward the viewer; "
                                   "R = (1 - x) / 2, G = (1 + y) / 2, B = (1 + z) / 2",
                     "prompts": list(NORMALS_PROMPTS)},

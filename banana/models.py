@@ -314,11 +314,24 @@ class BananaGenerator(nn.Module):
 
     # -- persistence: diffusers' folder layout, one subfolder per component
     def save_pretrained(self, directory: str | Path) -> Path:
-        """``generator_config.json``, ``unet/``, ``text_encoder/`` (safetensors) and ``tokenizer.json``."""
+        """``generator_config.json``, ``unet/``, ``text_encoder/`` (safetensors) and ``tokenizer.json``.
+
+        A UNet carrying LoRA adapters is saved **merged** (a fused copy; this generator keeps its
+        adapters): peft renames the adapted layers' weights, which ``from_pretrained`` would not
+        find and silently re-initialise. To keep the adapter separate, use
+        :func:`banana.adapters.save_adapter`.
+        """
+        import copy
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "generator_config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
-        self.unet.save_pretrained(directory / "unet", safe_serialization=True)
+        unet = self.unet
+        if getattr(unet, "_hf_peft_config_loaded", False):
+            unet = copy.deepcopy(unet)
+            unet.fuse_lora()
+            unet.unload_lora()
+        unet.save_pretrained(directory / "unet", safe_serialization=True)
         self.text_encoder.save_pretrained(directory / "text_encoder", safe_serialization=True)
         self.tokenizer.save(directory)
         return directory

@@ -453,7 +453,8 @@ class BananaPipeline:
         ``kwargs`` are :meth:`__call__`'s (``image_guidance`` does not apply)."""
         return self(None, prompts, **kwargs)
 
-    def predict(self, images, task: str, palette: Mapping | None = None, **kwargs) -> dict:
+    def predict(self, images, task: str, palette: Mapping | None = None, depth_codec: str = "metric",
+                **kwargs) -> dict:
         """Solve a vision ``task`` on ``images``: prompt -> sample ``E`` members -> decode -> ensemble.
 
         Args:
@@ -461,6 +462,8 @@ class BananaPipeline:
             task: one of :data:`banana.tasks.TASKS`.
             palette: ``{class name: (r, g, b)}`` named in the segmentation prompt and used to
                 decode it; default :data:`banana.world.CANONICAL_PALETTE`. Ignored by other tasks.
+            depth_codec: the depth codec the generator was trained with (``TrainConfig.depth_codec``;
+                :data:`banana.tasks.DEPTH_CODECS`): ``"affine-gray"`` decodes to relative depth in [0, 1].
             kwargs: sampling arguments of :meth:`__call__` (``ensemble_size``, ``generator``,
                 ``num_inference_steps``, guidance, ``scheduler``, ...).
 
@@ -488,7 +491,7 @@ class BananaPipeline:
             palette = None
         prompt = task_prompt(task, None, palette)
         rgb = self(images, prompt, return_members=True, **kwargs)            # [E, B, 3, H, W]
-        decoded = decode_prediction(task, rgb, palette)                      # [E, B, ...]
+        decoded = decode_prediction(task, rgb, palette, depth=depth_codec)   # [E, B, ...]
         prediction = ensemble(task, decoded)
         elapsed = time.perf_counter() - start
         self.last_timing = elapsed / rgb.shape[1]

@@ -6,7 +6,8 @@ table here (not in the notebooks) gives one place to read what each profile runs
 the notebooks' parameters cells flat literals, as papermill needs.
 
 * ``smoke``: seconds; what the tests execute.
-* ``cpu``: the committed reports; minutes on a 2-core laptop.
+* ``cpu``: the committed reports; ``banana reproduce`` (notebooks 01-07) within 20 minutes on a
+  2-core laptop, which is what sizes these numbers.
 * ``gpu``: sized for one H100-class card.
 """
 
@@ -36,12 +37,12 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "05_evaluate": {
         "smoke": {"n_eval": 8, "sampling_steps": 2, "n_retention": 4},
-        "cpu": {"n_eval": 64, "sampling_steps": 10, "n_retention": 32},
+        "cpu": {"n_eval": 32, "sampling_steps": 10, "n_retention": 16},
         "gpu": {"n_eval": 500, "sampling_steps": 10, "n_retention": 256},
     },
     "06_ablate_mixing_ratio": {
         "smoke": {"max_steps": 4, "n_eval": 4, "n_retention": 4, "sampling_steps": 2},
-        "cpu": {"max_steps": 60, "n_eval": 16, "n_retention": 16, "sampling_steps": 10},
+        "cpu": {"max_steps": 40, "n_eval": 16, "n_retention": 16, "sampling_steps": 10},
         "gpu": {"max_steps": 4000, "n_eval": 200, "n_retention": 128, "sampling_steps": 10},
     },
     "07_ablate_decoding": {
@@ -51,7 +52,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "04_instruction_tune": {
         "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 2},
-        "cpu": {"max_steps": 400, "batch_size": 16, "n_eval": 64, "sampling_steps": 10},
+        "cpu": {"max_steps": 150, "batch_size": 16, "n_eval": 32, "sampling_steps": 10},
         "gpu": {"max_steps": 10000, "batch_size": 64, "n_eval": 500, "sampling_steps": 10},
     },
 }

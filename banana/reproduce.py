@@ -84,7 +84,7 @@ def _workspace_parameters(name: str, profile: str, runs_dir: Path, world_dir: Pa
         "05_evaluate": {"world_dir": str(world_dir), "base_dir": str(base), "tune_run_dir": str(tuned),
                         "baseline_dir": str(runs_dir / f"baselines-{profile}-lora-r0.5")},
         "06_ablate_mixing_ratio": {"world_dir": str(world_dir), "base_dir": str(base)},
-        "07_ablate_decoding": {"world_dir": str(world_dir), "base_dir": str(base), "tune_run_dir": str(tuned)},
+        "07_ablate_decoding": {"world_dir": str(world_dir), "base_dir": str(base), "runs_dir": str(runs_dir)},
     }.get(name, {})
 
 

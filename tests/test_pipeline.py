@@ -260,3 +260,30 @@ def test_bad_predict_arguments(pipe, images):
         pipe.predict(images, "depth", ensemble_size=-1)
     with pytest.raises(ValueError, match="unknown SamplingDefaults fields"):
         BananaPipeline(pipe.generator, defaults={"steps": 3})
+
+
+def test_a_generator_with_lora_saves_merged_and_reloads_to_the_same_outputs(tmp_path, one_thread):
+    """peft renames adapted weights; save_pretrained must merge them, not lose them on reload."""
+    from banana.adapters import add_lora
+    from banana.models import BananaGenerator
+
+    torch.manual_seed(0)
+    generator = BananaGenerator.from_preset("smoke", seed=0)
+    add_lora(generator, rank=4)
+    with torch.no_grad():                       # make the adapter matter (LoRA B starts at zero)
+        for name, parameter in generator.unet.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    generator.eval()
+    r = generator.config.resolution
+    noisy, condition = torch.randn(2, 3, r, r), torch.randn(2, 3, r, r)
+    states, mask = generator.encode_prompts(["a red sphere", "a box"])
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        expected = generator(noisy, t, condition, states, mask)
+    generator.save_pretrained(tmp_path / "merged")
+    reloaded = BananaGenerator.from_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        got = reloaded(noisy, t, condition, *reloaded.encode_prompts(["a red sphere", "a box"]))
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert getattr(generator.unet, "_hf_peft_config_loaded", False), "the live generator keeps its adapters"

@@ -94,7 +94,7 @@ class BananaExamples(Dataset):
 
     def __init__(self, split, seed: int = 0, random_palette_prob: float = 0.5,
                  drop_text_prob: float = 0.0, drop_image_prob: float = 0.0, drop_both_prob: float = 0.0,
-                 tasks: Sequence[str] | None = None, in_memory: bool = True):
+                 tasks: Sequence[str] | None = None, in_memory: bool = True, depth_codec: str = "metric"):
         from banana.tasks import TASKS
 
         if not 0.0 <= random_palette_prob <= 1.0:
@@ -113,6 +113,10 @@ class BananaExamples(Dataset):
         missing = sorted(set(self.tasks) - set(self.spec.tasks))
         if missing:
             raise ValueError(f"the {self.spec.name} split has no labels for {missing}; it offers {self.spec.tasks}")
+        from banana.tasks import depth_codec as check_depth_codec
+
+        check_depth_codec(depth_codec)
+        self.depth_codec = depth_codec        # how depth targets are drawn (banana.tasks.DEPTH_CODECS)
         self.split = split
         self.seed = int(seed)
         self.random_palette_prob = float(random_palette_prob)
@@ -166,7 +170,7 @@ class BananaExamples(Dataset):
             use_random = rng.random() < self.random_palette_prob
             palette = random_palette(self.spec.class_names, rng) if use_random else dict(self.spec.palette)
         prompt = task_prompt(task, rng, palette)
-        target = torch.from_numpy(np.ascontiguousarray(encode_target(task, sample, palette), dtype=np.float32))
+        target = torch.from_numpy(np.ascontiguousarray(encode_target(task, sample, palette, depth=self.depth_codec), dtype=np.float32))
         example = {"target": target * 2.0 - 1.0, "condition": _image_to_model(sample["image"]),
                    "prompt": prompt, "kind": task}
         return self._dropout(example, index, draw)

@@ -87,6 +87,7 @@ class TrainConfig(SerializableConfig):
     drop_image_prob: float = 0.05            #                  condition -> zeros
     drop_both_prob: float = 0.05             #                  both
     random_palette_prob: float = 0.5         # segmentation: random palette vs the canonical one
+    depth_codec: str = "metric"              # "metric" (paper: power warp + cube walk) | "affine-gray" (Marigold)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -109,6 +110,10 @@ class TrainConfig(SerializableConfig):
         if self.stage == "pretrain" and (self.mixing_ratio != 0 or self.tuning != "full"):
             raise ValueError("stage='pretrain' trains on generation data only with full tuning: "
                              f"got mixing_ratio={self.mixing_ratio}, tuning={self.tuning!r}")
+        from banana.tasks import DEPTH_CODECS
+
+        if self.depth_codec not in DEPTH_CODECS:
+            raise ValueError(f"depth_codec must be one of {sorted(DEPTH_CODECS)}, got {self.depth_codec!r}")
         if not 0 <= self.mixing_ratio <= 1:
             raise ValueError(f"mixing_ratio must be in [0, 1], got {self.mixing_ratio}")
         if not 0 <= self.ema_decay < 1:

@@ -245,6 +245,7 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
                          f"{generator.config.resolution}px: build a world of the generator's resolution")
     L.seed_everything(config.seed, workers=True, verbose=False)
     examples = BananaExamples(split, seed=config.seed, random_palette_prob=config.random_palette_prob,
+                              depth_codec=config.depth_codec,
                               drop_text_prob=config.drop_text_prob, drop_image_prob=config.drop_image_prob,
                               drop_both_prob=config.drop_both_prob)
     module = BananaModule(generator, config)
@@ -267,7 +268,7 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     records.write()                     # no-op if the Trainer's setup already wrote them
     if config.tuning == "lora":
         save_adapter(generator, run_dir / "adapter",
-                     {"base_model": base_model, "codecs": codec_settings(config.random_palette_prob),
+                     {"base_model": base_model, "codecs": codec_settings(config.random_palette_prob, config.depth_codec),
                       "train_config": config.to_dict()})
     else:
         generator.save_pretrained(run_dir / "model")

@@ -40,6 +40,4 @@ world: install
 	$(BIN)/banana world build --profile $(PROFILE) --seed $(SEED)
 
 bench: install
-	$(BIN)/python benchmarks/bench_codecs.py
-	$(BIN)/python benchmarks/bench_renderer.py
-	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/run_all.py --threads $(or $(THREADS),1) $(BENCH_ARGS)

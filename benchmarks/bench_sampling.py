@@ -17,7 +17,7 @@ Model: the shipped base generator (``data/generators/base-cpu``) or a freshly in
 cell is repeated until it has run ``--min-seconds`` (at most ``--max-repeats`` times, median
 reported) after one warm-up call per scheduler. Usage::
 
-    python benchmarks/bench_sampling.py [--steps 1 2 4 10 25 50] [--batch-size 8] [--threads 1]
+    python benchmarks/bench_sampling.py [--steps 1 2 4 10 25 50] [--batch-size 4] [--threads 1]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 10, 25, 50])
     parser.add_argument("--schedulers", nargs="+", choices=SCHEDULER_NAMES, default=list(SCHEDULER_NAMES))
-    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per pipeline call")
     parser.add_argument("--task", default="depth", help="segmentation | depth | normals | generation")
     parser.add_argument("--guidance", choices=("both", "off", "on"), default="both",
                         help="without guidance, with it, or both")
@@ -76,8 +76,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--image-guidance", type=float, default=1.5)
     parser.add_argument("--preset", default=None, help="time a fresh preset instead of the shipped base")
     parser.add_argument("--generator", default=None, help="a saved generator folder (default: data/generators/base-cpu)")
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="repeat a cell until it ran this long")
-    parser.add_argument("--max-repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="repeat a cell until it ran this long")
+    parser.add_argument("--max-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)

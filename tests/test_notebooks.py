@@ -70,9 +70,9 @@ def smoke_run(tmp_path_factory):
                  "--runs-dir", str(root / "runs"), "--world-dir", str(root / "world"), "--no-progress"])
     assert code == 0
     executed = {name: root / "reports" / "notebooks" / f"{name}.ipynb" for name in PIPELINE if name not in GRIDS}
-    for name, grid in GRIDS.items():
-        for point in sorted((root / "reports" / grid / "notebooks").glob("*.ipynb")):
-            executed[f"{name}/{point.stem}"] = point
+    for name, grid in GRIDS.items():      # one executed point per ablation notebook is enough for nbval
+        point = sorted((root / "reports" / grid / "notebooks").glob("*.ipynb"))[0]
+        executed[f"{name}/{point.stem}"] = point
     return root, executed
 
 

@@ -69,9 +69,9 @@ def test_sampler_extremes_ranks_and_resume():
     assert all(k.source == GENERATION for b in MixedBatchSampler(10, 10, 8, 0.0, 200, seed=3) for k in b)
     assert all(k.source == VISION for b in MixedBatchSampler(10, 10, 8, 1.0, 200, seed=3) for k in b)
     single = list(MixedBatchSampler(10, 10, 4, 0.5, num_batches=20, seed=5))
-    rank0 = list(MixedBatchSampler(10, 10, 4, 0.5, num_batches=10, seed=5, rank=0, world_size=2))
-    rank1 = list(MixedBatchSampler(10, 10, 4, 0.5, num_batches=10, seed=5, rank=1, world_size=2))
-    assert single[0::2] == rank0 and single[1::2] == rank1   # ranks split one global stream
+    rank0 = list(MixedBatchSampler(10, 10, 4, 0.5, num_batches=20, seed=5, rank=0, world_size=2))
+    rank1 = list(MixedBatchSampler(10, 10, 4, 0.5, num_batches=20, seed=5, rank=1, world_size=2))
+    assert [a + b for a, b in zip(rank0, rank1)] == single   # ranks split each global batch (tests/test_distributed.py)
     resumed = MixedBatchSampler(10, 10, 4, 0.5, num_batches=20, seed=5, start_batch=7)
     assert len(resumed) == 13 and list(resumed) == single[7:]
     batch = single[0]

@@ -49,7 +49,9 @@ def load_generator(preset: str | None, path: str | None):
     if preset is None:
         folder = Path(path) if path else shipped_generator_dir("cpu")
         if (folder / "generator_config.json").is_file():
-            return BananaGenerator.from_pretrained(folder).eval(), str(folder)
+            root = Path(__file__).resolve().parents[1]
+            shown = folder.resolve().relative_to(root) if folder.resolve().is_relative_to(root) else folder
+            return BananaGenerator.from_pretrained(folder).eval(), str(shown)
         if path:
             raise FileNotFoundError(f"{folder} holds no saved generator")
         preset = "cpu"
@@ -75,7 +77,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--text-guidance", type=float, default=3.0)
     parser.add_argument("--image-guidance", type=float, default=1.5)
     parser.add_argument("--preset", default=None, help="time a fresh preset instead of the shipped base")
-    parser.add_argument("--generator", default=None, help="a saved generator folder (default: data/generators/base-cpu)")
+    parser.add_argument("--generator", default=None,
+                        help="a saved generator folder (default: data/generators/base-cpu)")
     parser.add_argument("--min-seconds", type=float, default=0.5, help="repeat a cell until it ran this long")
     parser.add_argument("--max-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -10,7 +10,8 @@ and after), the headline numbers and every benchmark's printed table. ``make ben
                                  [--note "machine shared with ..."] [--quick]
 
 ``--quick`` runs every benchmark at its tiniest size (seconds; checks that they run, the numbers
-mean nothing). Expected wall time of a full run on a quiet 2-core CPU: about 6-8 minutes.
+mean nothing). A full run takes about 5-6 minutes on a quiet 2-core CPU with one thread (10 on a
+busy one): lightning ~2 min, sampling ~1.5 min, training ~1 min, codecs and renderer under 1 min.
 GPU throughput and MFU are not measured here: see ``benchmarks/gpu_check.sh``.
 """
 
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -197,7 +199,8 @@ def headlines(results: dict[str, Result]) -> list[tuple[str, str, str]]:
                      f"{row['full']:.1f} / {row['lora']:.1f} ({row['ratio']:.2f}x)", "bench_training"))
 
     codecs = data.get("codecs", {}).get("codecs", {})
-    picks = [("segmentation, 8 classes", "segmentation (8 classes)"), ("depth metric+cube (default)", "depth (cube walk)"),
+    picks = [("segmentation, 8 classes", "segmentation (8 classes)"),
+             ("depth metric+cube (default)", "depth (cube walk)"),
              ("normals", "normals")]
     parts = [f"{label} {codecs[key]['encode_decode']:.1f}" for key, label in picks if key in codecs]
     if parts:
@@ -217,7 +220,8 @@ def headlines(results: dict[str, Result]) -> list[tuple[str, str, str]]:
             if not sel:
                 continue
             key = steps_key or next(iter(sel[0]["seconds_per_image"]))
-            guide = "no guidance" if mode == "off" else f"guidance {sp['guidance']['on'][0]:g}/{sp['guidance']['on'][1]:g}"
+            text_g, image_g = sp["guidance"]["on"] if "on" in sp["guidance"] else (None, None)
+            guide = "no guidance" if mode == "off" else f"guidance {text_g:g}/{image_g:g}"
             rows.append((f"sampling s/img at {key} steps, {guide} ({', '.join(r['scheduler'] for r in sel)})",
                          " / ".join(f"{r['seconds_per_image'][key]:.3f}" for r in sel), "bench_sampling"))
             rows.append((f"sampling cost per step, s/img, {guide}",
@@ -227,8 +231,9 @@ def headlines(results: dict[str, Result]) -> list[tuple[str, str, str]]:
 
 def write_report(path: Path, results: dict[str, Result], machine: dict, args, total: float) -> None:
     lines = ["# banana benchmarks", ""]
-    lines += [f"Written by `python benchmarks/run_all.py {' '.join(args.argv)}`".rstrip() + " "
-              f"(`make bench`) in {total / 60:.1f} min. Re-run to refresh; every number below is from that one run.", ""]
+    shown = [a for i, a in enumerate(args.argv) if a != "--note" and (i == 0 or args.argv[i - 1] != "--note")]
+    lines += [f"Written by `{shlex.join(['python', 'benchmarks/run_all.py', *shown])}` (what `make bench` runs) "
+              f"in {total / 60:.1f} min. Every number below is from that one run.", ""]
     if args.quick:
         lines += ["> **Quick mode**: every benchmark ran at its tiniest size; these numbers only show that the "
                   "scripts run.", ""]
@@ -257,7 +262,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="threads for every benchmark (default 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks.md")
-    parser.add_argument("--only", nargs="+", default=None, help="run only these (codecs renderer training lightning sampling)")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run only these (codecs renderer training lightning sampling)")
     parser.add_argument("--quick", action="store_true", help="tiniest sizes: checks the scripts run")
     parser.add_argument("--note", default="", help="a line for the report (e.g. that the machine was shared)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per benchmark")

@@ -27,7 +27,8 @@ def run_all():
 
 
 def test_codecs(tmp_path, one_thread, capsys):
-    out = _load("bench_codecs").main(["--batch", "1", "--size", "8", "--repeats", "1", "--json", str(tmp_path / "c.json")])
+    out = _load("bench_codecs").main(["--batch", "1", "--size", "8", "--repeats", "1",
+                                      "--json", str(tmp_path / "c.json")])
     assert "normals" in out["codecs"] and all(v > 0 for v in out["codecs"]["normals"].values())
     assert json.loads((tmp_path / "c.json").read_text()) == json.loads(json.dumps(out))
     assert "enc+dec" in capsys.readouterr().out
@@ -97,5 +98,6 @@ def test_headlines_from_results(run_all):
     results["training"] = R(bench["training"], "", 0.0, 0, "", "",
                             run_all.parse_training("cpu             32         9.9        12.0      1.21x\n"))
     text = "\n".join(f"{m} {v}" for m, v, _ in run_all.headlines(results))
-    for expected in ("1.020x wall, 1.010x CPU time (+20 ms/step)", "9.9 / 12.0 (1.21x)", "normals 3.0", "100.0", "at 10 steps", "0.300"):
+    for expected in ("1.020x wall, 1.010x CPU time (+20 ms/step)", "9.9 / 12.0 (1.21x)", "normals 3.0", "100.0",
+                     "at 10 steps", "0.300"):
         assert expected in text

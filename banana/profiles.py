@@ -37,12 +37,12 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "05_evaluate": {
         "smoke": {"n_eval": 8, "sampling_steps": 2, "n_retention": 4},
-        "cpu": {"n_eval": 32, "sampling_steps": 10, "n_retention": 16},
+        "cpu": {"n_eval": 24, "sampling_steps": 10, "n_retention": 16},
         "gpu": {"n_eval": 500, "sampling_steps": 10, "n_retention": 256},
     },
     "06_ablate_mixing_ratio": {
         "smoke": {"max_steps": 4, "n_eval": 4, "n_retention": 4, "sampling_steps": 2},
-        "cpu": {"max_steps": 40, "n_eval": 16, "n_retention": 16, "sampling_steps": 10},
+        "cpu": {"max_steps": 32, "n_eval": 16, "n_retention": 16, "sampling_steps": 10},
         "gpu": {"max_steps": 4000, "n_eval": 200, "n_retention": 128, "sampling_steps": 10},
     },
     "07_ablate_decoding": {

@@ -36,6 +36,17 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def git_sha(cwd: str | Path | None = None) -> str | None:
     """The commit of the checkout holding ``cwd`` (default: this package), with
     ``-dirty`` appended when tracked files differ from it; ``None`` outside git."""

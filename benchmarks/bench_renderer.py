@@ -25,17 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from banana.provenance import cpu_model  # noqa: E402
 from banana.world import render_sample, render_scene, sample_scene  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _rate(fn, n: int, repeats: int) -> float:
@@ -57,7 +48,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     print("# banana world renderer benchmark")
-    print(f"# machine: {platform.node()} | {_cpu_name()} | {os.cpu_count()} logical CPUs | {platform.platform()}")
+    print(f"# machine: {platform.node()} | {cpu_model()} | {os.cpu_count()} logical CPUs | {platform.platform()}")
     print(f"# python {platform.python_version()} | numpy {np.__version__} | single process, float64 internally")
     print(f"# {args.n} scenes per repeat, median of {args.repeats} repeats")
     scenes = [sample_scene(0, "train", i) for i in range(args.n)]

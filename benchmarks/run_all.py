@@ -33,6 +33,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from banana.provenance import cpu_model  # noqa: E402  (one definition, shared with run records)
 
 
 @dataclass
@@ -69,14 +72,6 @@ def benchmarks(cuda: bool) -> list[Benchmark]:
 
 
 # ----------------------------------------------------------------------------- machine
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_sha() -> str:

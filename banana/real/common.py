@@ -272,15 +272,9 @@ def write_dataset(out_dir: str | os.PathLike, record: dict, spec: DatasetSpec,
         except Exception as exc:  # provenance must not cost a finished build
             warnings.warn(f"write_run_info failed ({exc!r}); dataset built without run_info.json", stacklevel=2)
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        from banana.world.dataset import swap_in_directory
+
+        swap_in_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -197,6 +197,20 @@ def _generate(config: WorldConfig, split: str, n: int, progress: bool) -> Iterat
             bar.update(1)
 
 
+def swap_in_directory(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by the finished build ``tmp`` with renames only, so a reader sees the old
+    dataset or the new one, never half of one (and a crash leaves ``out`` as it was)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def build_world(out_dir: str | os.PathLike, config: WorldConfig, overwrite: bool = False, progress: bool = True):
     """Render every split of ``config`` into ``out_dir`` and return it (see :func:`load_world`).
 
@@ -262,15 +276,7 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig, overwrite: bool
                 warnings.warn(f"banana.provenance.write_run_info failed ({exc!r}); world built without run_info",
                               stacklevel=2)
         (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_in_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

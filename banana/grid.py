@@ -468,7 +468,10 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
     if figure.get("logx"):
         for ax in grid.axes.flat:
             if figure["logx"] == "symlog":
-                ax.set_xscale("symlog", linthresh=float(figure.get("linthresh", 0.01)))
+                linthresh = float(figure.get("linthresh", 0.01))
+                ax.set_xscale("symlog", linthresh=linthresh)
+                if long[x].min() >= 0:           # no empty negative half for non-negative data
+                    ax.set_xlim(left=-linthresh / 2)
             else:
                 ax.set_xscale("log")
     grid.set_titles("{col_name}")

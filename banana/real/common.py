@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -237,8 +236,6 @@ def write_dataset(out_dir: str | os.PathLike, record: dict, spec: DatasetSpec,
     renamed when complete; an identical existing build is reused. Returns :func:`load_real`."""
     import datasets
 
-    from banana.world import CONFIG_FILE
-
     out = Path(out_dir)
     if _check_out(out, record, overwrite) == "reuse":
         return load_real(out)
@@ -264,17 +261,9 @@ def write_dataset(out_dir: str | os.PathLike, record: dict, spec: DatasetSpec,
                 raise
         datasets.DatasetDict(built).save_to_disk(str(tmp))
         del built
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        try:
-            from banana.provenance import write_run_info
+        from banana.world.dataset import publish_build
 
-            write_run_info(tmp, record)
-        except Exception as exc:  # provenance must not cost a finished build
-            warnings.warn(f"write_run_info failed ({exc!r}); dataset built without run_info.json", stacklevel=2)
-        (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        from banana.world.dataset import swap_in_directory
-
-        swap_in_directory(tmp, out)
+        publish_build(tmp, out, record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

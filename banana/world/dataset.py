@@ -197,9 +197,19 @@ def _generate(config: WorldConfig, split: str, n: int, progress: bool) -> Iterat
             bar.update(1)
 
 
-def swap_in_directory(tmp: Path, out: Path) -> None:
-    """Replace ``out`` by the finished build ``tmp`` with renames only, so a reader sees the old
-    dataset or the new one, never half of one (and a crash leaves ``out`` as it was)."""
+def publish_build(tmp: Path, out: Path, record: dict) -> None:
+    """Finish a dataset saved into ``tmp`` and put it at ``out``: drop the build cache, write
+    ``run_info.json`` and ``world_config.json`` (``record``), then swap the folder in with renames
+    only, so a reader sees the old dataset or the new one, never half of one (and a crash leaves
+    ``out`` as it was). Shared by the world and the real-dataset builders."""
+    from banana.provenance import write_run_info
+
+    shutil.rmtree(tmp / ".cache", ignore_errors=True)
+    try:
+        write_run_info(tmp, record)
+    except Exception as exc:  # provenance must not cost a finished build
+        warnings.warn(f"write_run_info failed ({exc!r}); dataset built without run_info.json", stacklevel=2)
+    (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -264,19 +274,7 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig, overwrite: bool
                 gen_kwargs={"config": config, "split": split, "n": n, "progress": progress})
         datasets.DatasetDict(splits).save_to_disk(str(tmp))
         del splits
-        shutil.rmtree(tmp / ".cache", ignore_errors=True)
-        try:
-            from banana.provenance import write_run_info
-        except ImportError:
-            write_run_info = None
-        if write_run_info is not None:
-            try:
-                write_run_info(tmp, record)
-            except Exception as exc:  # provenance must not cost a finished build
-                warnings.warn(f"banana.provenance.write_run_info failed ({exc!r}); world built without run_info",
-                              stacklevel=2)
-        (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        swap_in_directory(tmp, out)
+        publish_build(tmp, out, record)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

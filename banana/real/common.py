@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -239,16 +238,11 @@ def write_dataset(out_dir: str | os.PathLike, record: dict, spec: DatasetSpec,
     out = Path(out_dir)
     if _check_out(out, record, overwrite) == "reuse":
         return load_real(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    from banana.world.dataset import staged_build
+
     info = datasets.DatasetInfo(description=json.dumps(spec.to_dict()), license=license, homepage=homepage,
                                 citation=citation)
-    bars_were_disabled = datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
+    with staged_build(out, record) as tmp:
         built = {}
         for name, (generator, kwargs) in splits.items():
             try:
@@ -261,15 +255,6 @@ def write_dataset(out_dir: str | os.PathLike, record: dict, spec: DatasetSpec,
                 raise
         datasets.DatasetDict(built).save_to_disk(str(tmp))
         del built
-        from banana.world.dataset import publish_build
-
-        publish_build(tmp, out, record)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if not bars_were_disabled:
-            datasets.enable_progress_bars()
     return load_real(out)
 
 

@@ -31,6 +31,7 @@ depth/normals, int32 index). Strings come back as ``numpy.str_`` (a ``str`` subc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -197,6 +198,31 @@ def _generate(config: WorldConfig, split: str, n: int, progress: bool) -> Iterat
             bar.update(1)
 
 
+@contextlib.contextmanager
+def staged_build(out: Path, record: dict):
+    """Build a dataset folder atomically: yields an empty staging folder beside ``out`` (datasets'
+    own progress bars off); on success :func:`publish_build` swaps it in, on any error it is
+    deleted and ``out`` stays as it was. Shared by the world and the real-dataset builders."""
+    import datasets
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    bars_were_disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()  # our own tqdm per split is enough
+    try:
+        yield tmp
+        publish_build(tmp, out, record)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if not bars_were_disabled:
+            datasets.enable_progress_bars()
+
+
 def publish_build(tmp: Path, out: Path, record: dict) -> None:
     """Finish a dataset saved into ``tmp`` and put it at ``out``: drop the build cache, write
     ``run_info.json`` and ``world_config.json`` (``record``), then swap the folder in with renames
@@ -258,15 +284,8 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig, overwrite: bool
             raise FileExistsError(f"{out} exists, is not empty and is not a banana world (no {CONFIG_FILE}); "
                                   "refusing to write into or delete it. Choose another output directory.")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     features = world_features(config.resolution)
-    bars_were_disabled = datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()  # our own tqdm per split is enough
-    try:
+    with staged_build(out, record) as tmp:
         splits = {}
         for split, n in config.split_sizes().items():
             splits[split] = datasets.Dataset.from_generator(
@@ -274,11 +293,4 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig, overwrite: bool
                 gen_kwargs={"config": config, "split": split, "n": n, "progress": progress})
         datasets.DatasetDict(splits).save_to_disk(str(tmp))
         del splits
-        publish_build(tmp, out, record)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if not bars_were_disabled:
-            datasets.enable_progress_bars()
     return load_world(out)

@@ -14,9 +14,28 @@ Vision Banana's claim has two halves, and each needs its own control:
 2. **"Generative pretraining is what makes it work."** The no-pretraining control
    (:func:`control_config`, :func:`train_control`) runs the *same* generalist recipe, through the
    very same :func:`banana.training.train`, from randomly initialised weights instead of the
-   pretrained base. Everything else (TrainConfig, data stream, noise, steps) is identical, so the
-   difference between the tuned generalist and the control is the effect of generative
-   pretraining alone.
+   pretrained base. Everything else (TrainConfig, data stream, noise, steps, learning rate) is
+   identical, and by default (``tuning=None``) so is **the set of parameters that trains**
+   (:func:`trainable_parameter_names` of the two modules are equal):
+
+   * a **fully tuned** generalist's control fully tunes the random init (every UNet and
+     instruction-encoder weight), so the gap between the two is the effect of generative
+     pretraining alone.
+   * a **LoRA** generalist's default control is LoRA on the random init: the same trainable set
+     (the LoRA matrices, ``unet.conv_in``, the instruction encoder), but everything else in its
+     UNet is *frozen random* features. Its gap to the generalist therefore confounds "pretraining
+     helps" with "how much of the model can train at all". So a LoRA generalist also gets the
+     **fully tuned control** (``tuning="full"``): every weight of the same random init trains, with
+     the same recipe. Beating both means pretraining helps even against a model free to adapt all
+     of its weights; beating only the LoRA one means the first gap was about trainable capacity.
+     (The full control keeps the LoRA recipe's learning rate, since only the trainable set may
+     change; a fully tuned model may prefer another one, which errs against the control.)
+
+With the pretrained-init specialist (:attr:`SpecialistConfig.init_from`) the baselines make a
+2 x 2: {generative pretraining, random init} x {the answer drawn as RGB and decoded (generalist),
+a task head with a task loss (specialist)}. The init axis says what pretraining buys each recipe,
+the recipe axis what drawing the answer buys each init, so "the generalist beats the specialist"
+cannot just mean "the generalist had pretrained weights and the specialist had not".
 
 Design choices of the specialist (stated because they shape its numbers)
 ------------------------------------------------------------------------
@@ -40,6 +59,14 @@ Design choices of the specialist (stated because they shape its numbers)
   target is a unit vector (sky normals are zero and ignored).
 * **Optimisation**: the generalist's AdamW + warm-up (literally :meth:`BananaModule.configure_optimizers`)
   and its :class:`~banana.training.module.EMA`, so the two differ in recipe, not in optimiser.
+* **Initialisation** (``init_from``): random by default. From a saved pretrained generator, every
+  UNet tensor whose name and shape match is copied; ``conv_in`` takes the generator's input
+  channels 0:3 (the ones that read the noisy / clean image in pretraining); ``conv_out`` (RGB
+  outputs vs the head's channels) and the learned text state stay fresh unless the shapes match
+  (the normals head has 3 channels, so it does inherit the RGB output conv). The fixed timestep 0
+  is the "no noise" end of the pretrained schedule, which is what a clean input image is. What was
+  copied is recorded (:attr:`Specialist.init_record`, in the run's ``config.json`` and
+  ``metrics.json``).
 
 What "the same examples" means exactly
 --------------------------------------
@@ -77,14 +104,14 @@ from banana.config import SerializableConfig
 from banana.models import GENERATOR_PRESETS, BananaGenerator, GeneratorConfig, build_unet
 from banana.tasks import TASKS
 from banana.training.data import VISION, BananaExamples, ExampleKey, MixedBatchSampler
-from banana.training.module import EMA, BananaModule, TrainConfig
+from banana.training.module import EMA, TUNINGS, BananaModule, TrainConfig
 from banana.training.run import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, _fit, _mean_last, keep_determinism_setting, make_trainer, throughput_record,
                                  plot_loss_curve, read_config, read_loss_log, train)
 
 __all__ = ["SpecialistConfig", "Specialist", "SpecialistExamples", "SpecialistBatchSampler", "SpecialistModule",
            "SpecialistPipeline", "replay_vision_stream", "matched_config", "train_specialist",
            "load_specialist", "read_specialist_config", "control_config", "train_control",
-           "specialist_loss", "NULL_TOKENS", "IGNORE_INDEX"]
+           "trainable_parameter_names", "specialist_loss", "NULL_TOKENS", "IGNORE_INDEX"]
 
 #: Length of the learned constant "text" the specialist's cross-attention reads (it has no prompt).
 NULL_TOKENS = 4
@@ -127,6 +154,11 @@ class SpecialistConfig(SerializableConfig):
     generalist's image count exactly); a larger value cycles through it again. Without
     ``match_run``, every batch draws ``batch_size`` images uniformly from the split (seeded), and
     ``max_steps`` is required.
+
+    ``init_from``: ``None`` (random init) or a saved :class:`~banana.models.BananaGenerator`
+    directory (e.g. ``data/generators/base-cpu``, or a pretraining run's ``model/``) whose UNet
+    weights initialise the specialist (:meth:`Specialist.copy_generator_weights`); its
+    GeneratorConfig must equal ``backbone``. Not a resumable change.
     """
 
     task: str = "segmentation"
@@ -146,10 +178,15 @@ class SpecialistConfig(SerializableConfig):
     match_run: str | None = None
     precision: str = "32-true"
     num_workers: int = 0
+    init_from: str | None = None             # saved BananaGenerator dir whose UNet initialises the specialist
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if isinstance(self.init_from, Path):                  # a Path would not survive config.json
+            object.__setattr__(self, "init_from", str(self.init_from))
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise TypeError(f"init_from must be a directory path or None, got {type(self.init_from).__name__}")
         if isinstance(self.backbone, str):
             if self.backbone not in GENERATOR_PRESETS:
                 raise ValueError(f"unknown backbone preset {self.backbone!r}; choose from {sorted(GENERATOR_PRESETS)} "
@@ -181,7 +218,8 @@ class SpecialistConfig(SerializableConfig):
 def matched_config(generalist_run: str | Path, task: str, **overrides) -> SpecialistConfig:
     """The specialist config that mirrors a generalist run: its UNet config, world, seed, batch
     size, optimiser settings, EMA and precision, and ``match_run`` = that run (so it replays the
-    run's vision examples of ``task``). ``overrides`` replace any field."""
+    run's vision examples of ``task``). ``overrides`` replace any field, e.g. ``init_from=base_dir``
+    for the pretrained-init specialist (the generalist's base: same GeneratorConfig by construction)."""
     train_config, generator_config = read_config(generalist_run)
     fields = dict(task=task, backbone=generator_config.to_dict(), learning_rate=train_config.learning_rate,
                   weight_decay=train_config.weight_decay, warmup_steps=train_config.warmup_steps,
@@ -213,14 +251,93 @@ class Specialist(nn.Module):
                                                      out_channels=head_channels(task))
         del reference
         self.text_state = nn.Parameter(torch.randn(1, NULL_TOKENS, backbone.text_dim) * 0.02)
+        #: How the weights were initialised (set by :meth:`from_config`; ``None``: not recorded, e.g.
+        #: after :meth:`from_pretrained`, whose weights are the trained ones anyway).
+        self.init_record: dict | None = None
 
     @classmethod
     def from_config(cls, config: SpecialistConfig) -> "Specialist":
         """A fresh specialist for ``config``; ``config.seed`` fixes its initial weights (the caller's
-        global torch RNG is left as it was)."""
+        global torch RNG is left as it was). With ``config.init_from`` the UNet is then overwritten
+        by the pretrained generator's weights (:meth:`copy_generator_weights`), so the seed only
+        decides what is not copied (``conv_out`` unless its shape matches, and the text state)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            return cls(config.task, config.backbone_config())
+            model = cls(config.task, config.backbone_config())
+            if config.init_from is None:
+                model.init_record = {"init_from": None}
+            else:
+                model.init_record = model.copy_generator_weights(config.init_from)
+        return model
+
+    @torch.no_grad()
+    def copy_generator_weights(self, base) -> dict[str, Any]:
+        """Initialise the UNet from a pretrained generator (directory or :class:`BananaGenerator`).
+
+        Every UNet tensor of ``base`` whose name and shape equal the specialist's is copied. The
+        input conv is 6 channels wide in the generator (``cat([noisy target, condition])``) and 3
+        in the specialist: it takes the base's channels 0:3, the ones that read the noisy (at t=0:
+        clean) image during pretraining. Channels 3:6 read the condition, which is all zeros in
+        pure generation: their gradient was always zero, so pretraining never trained them (only
+        weight decay touched them), and they are dropped.
+        ``conv_out`` (3 RGB outputs vs the head's channels) keeps its fresh init unless the shapes
+        match; the learned text state is always fresh (the base has no such tensor).
+
+        Raises ``FileNotFoundError`` for a directory that is not a saved generator and
+        ``ValueError`` if the base's GeneratorConfig is not this specialist's backbone. Returns the
+        record stored as :attr:`init_record`: source, tensors / values copied, the fresh tensors.
+        """
+        from banana.adapters import has_lora
+
+        source = "<BananaGenerator>"
+        if not isinstance(base, BananaGenerator):
+            source = str(Path(base).resolve())
+            config_path = Path(base) / "generator_config.json"
+            if not config_path.is_file():
+                raise FileNotFoundError(f"init_from={str(base)!r}: {config_path} does not exist; init_from must be a "
+                                        "saved BananaGenerator directory (e.g. data/generators/base-cpu or a "
+                                        "pretraining run's model/)")
+            self._check_backbone(GeneratorConfig.from_dict(json.loads(config_path.read_text())), base)
+            base = BananaGenerator.from_pretrained(base)
+        self._check_backbone(base.config, source)
+        if has_lora(base):
+            raise ValueError("init_from is a LoRA-adapted generator (its UNet weights are renamed): pass the base "
+                             "it was tuned from, or a merged save_pretrained copy")
+        theirs = base.unet.state_dict()
+        ours = self.unet.state_dict()
+        copied, partial, fresh = [], [], []
+        values = 0
+        for name, tensor in ours.items():
+            source_tensor = theirs.get(name)
+            if source_tensor is not None and source_tensor.shape == tensor.shape:
+                ours[name] = source_tensor
+                copied.append(name)
+            elif (name == "conv_in.weight" and source_tensor is not None
+                  and source_tensor[:, :tensor.shape[1]].shape == tensor.shape):
+                # image channels 0:3 only; 3:6 read the all-zero condition, never trained in pretraining
+                ours[name] = source_tensor[:, :tensor.shape[1]]
+                partial.append(name)
+            else:
+                fresh.append(name)
+                continue
+            values += tensor.numel()
+        self.unet.load_state_dict(ours, strict=True)
+        return {"init_from": source,
+                "copied_tensors": len(copied) + len(partial),
+                "copied_values": int(values),
+                "unet_tensors": len(ours),
+                "unet_values": int(sum(t.numel() for t in ours.values())),
+                "partially_copied": {name: f"input channels 0:{ours[name].shape[1]} of {theirs[name].shape[1]}"
+                                     for name in partial},
+                "fresh_tensors": fresh + ["text_state"],
+                "base_tensors_unused": sorted(set(theirs) - set(ours))}
+
+    def _check_backbone(self, config: GeneratorConfig, source) -> None:
+        if config != self.backbone:
+            diffs = sorted(k for k, v in config.to_dict().items() if self.backbone.to_dict().get(k) != v)
+            raise ValueError(f"init_from={str(source)!r} is a generator with another GeneratorConfig than the "
+                             f"specialist's backbone (fields differ: {diffs}): a pretrained init needs the same "
+                             "architecture (matched_config copies the generalist's, i.e. its base's)")
 
     @property
     def device(self) -> torch.device:
@@ -573,7 +690,9 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
     ``checkpoints/last.ckpt`` (resumed when present; only ``max_steps``, ``log_every``,
     ``checkpoint_every`` and ``num_workers`` may change), ``logs/``, ``model/``
     (:meth:`Specialist.save_pretrained`, EMA weights), ``metrics.json`` and ``loss_curve.png``;
-    plus ``replay.json`` (the replayed image indices) with ``match_run``.
+    plus ``replay.json`` (the replayed image indices) with ``match_run``. ``config.json`` and
+    ``metrics.json`` carry ``"init"``: :attr:`Specialist.init_record` (with ``init_from``: which
+    UNet tensors were copied from the pretrained generator, how many values, which stayed fresh).
 
     ``world_dir``: default ``config.world_dir``, else the matched generalist's world.
     """
@@ -602,13 +721,16 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
         stream = [key.index for key in keys]
     max_steps = config.max_steps if config.max_steps is not None else math.ceil(len(stream) / config.batch_size)
     config = dataclasses.replace(config, world_dir=str(world_dir), max_steps=max_steps,
-                                 match_run=None if config.match_run is None else str(Path(config.match_run).resolve()))
+                                 match_run=None if config.match_run is None else str(Path(config.match_run).resolve()),
+                                 init_from=None if config.init_from is None else str(Path(config.init_from).resolve()))
 
     checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     resuming = checkpoint.is_file()
     if resuming:
         read_specialist_config(run_dir)                  # a specialist run (clear error otherwise)
-        old = json.loads((run_dir / "config.json").read_text())["specialist"]
+        # a field an older banana did not write (e.g. init_from) had its default value then
+        defaults = {f.name: f.default for f in dataclasses.fields(SpecialistConfig)}
+        old = {**json.loads(json.dumps(defaults)), **json.loads((run_dir / "config.json").read_text())["specialist"]}
         now = json.loads(json.dumps(config.to_dict()))   # compare as stored: JSON lists, not tuples
         diffs = [f"{k}: stored {'<GeneratorConfig>' if k == 'backbone' else v!r}, now "
                  f"{'<another GeneratorConfig>' if k == 'backbone' else now.get(k)!r}"
@@ -616,16 +738,16 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
         if diffs:
             raise ValueError(f"{run_dir} holds a specialist run with a different config, so it cannot be resumed ("
                              + "; ".join(diffs) + "). Use another run directory, or delete this one to restart.")
+    model = Specialist.from_config(config)               # before any file: a bad init_from fails here
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = {"specialist": config.to_dict(), "backbone": backbone.to_dict()}
+    record = {"specialist": config.to_dict(), "backbone": backbone.to_dict(), "init": model.init_record}
     (run_dir / "config.json").write_text(json.dumps(record, indent=1) + "\n")
     if stream is not None:
         (run_dir / REPLAY_FILE).write_text(json.dumps(
             {"match_run": config.match_run, "task": config.task, "n_images": len(stream), "indices": stream}) + "\n")
     write_run_info(run_dir, {**record, "seed": config.seed, "resumed": resuming})
 
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    model = Specialist.from_config(config)
+    L.seed_everything(config.seed, workers=True, verbose=False)   # from_config above left the global RNG alone
     module = SpecialistModule(model, config)
     sampler_kwargs = dict(n=len(split), batch_size=config.batch_size, num_batches=max_steps, seed=config.seed,
                           stream=stream)
@@ -657,6 +779,7 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
         "trainable_parameters": module.num_trainable(),
         "device": str(module.device),
         "loss_resolution_steps": config.log_every,
+        "init": model.init_record,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     plot_loss_curve(run_dir)      # the curve is labelled "MSE"; here it is the task loss
@@ -672,6 +795,21 @@ def load_specialist(run_dir: str | Path) -> Specialist:
 
 
 # ============================================================================ no-pretraining control
+def trainable_parameter_names(module: nn.Module) -> set[str]:
+    """The names of the parameters that train.
+
+    A training module (:class:`~banana.training.module.BananaModule`, :class:`SpecialistModule`):
+    the keys of its ``trainable`` dict, i.e. exactly what its optimiser updates (names relative to
+    the generator / specialist). Any other module (a generator after :func:`banana.adapters.add_lora`,
+    a specialist): its parameters with ``requires_grad``. The control's claim "same trainable set
+    as the generalist" is equality of this set (and so of its parameter count).
+    """
+    trainable = getattr(module, "trainable", None)
+    if isinstance(trainable, Mapping):
+        return set(trainable)
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
 def _base_generator_config(base) -> tuple[GeneratorConfig, str | None]:
     if isinstance(base, BananaGenerator):
         return base.config, None
@@ -692,15 +830,19 @@ def _pretraining_seed(base_path: str | None) -> int | None:
     return train_config.seed if train_config.stage == "pretrain" and train_config.base_model is None else None
 
 
-def control_config(tune_config: TrainConfig, base=None, init_seed: int | None = None
+def control_config(tune_config: TrainConfig, base=None, init_seed: int | None = None, tuning: str | None = None
                    ) -> tuple[TrainConfig, BananaGenerator]:
     """The no-generative-pretraining control of a tuning recipe: ``(config, fresh generator)``.
 
     The generator has the base's exact :class:`GeneratorConfig` (architecture, vocabulary,
     prediction type) but freshly initialised weights; the config is ``tune_config`` with
-    ``base_model=None``, nothing else changed. Train it with the unchanged
-    :func:`banana.training.train` (or use :func:`train_control`, which also saves the initial
-    weights so the run can be reloaded and resumed).
+    ``base_model=None`` (and ``tuning`` when given), nothing else changed. Train it with the
+    unchanged :func:`banana.training.train` (or use :func:`train_control`, which also saves the
+    initial weights so the run can be reloaded and resumed).
+
+    ``tuning``: ``None`` (default) keeps the generalist's own mode, so the control trains exactly
+    its parameter set (LoRA on the random init for a LoRA generalist, every weight for a full one);
+    ``"full"`` gives a LoRA generalist its fully tuned control (see the module docstring, 2.).
 
     ``base``: the pretrained base (directory or :class:`BananaGenerator`; default
     ``tune_config.base_model``; with neither, the ``tune_config.profile`` preset).
@@ -711,6 +853,10 @@ def control_config(tune_config: TrainConfig, base=None, init_seed: int | None = 
     """
     if tune_config.stage != "tune":
         raise ValueError(f"the control replaces the base of a tuning run; got stage={tune_config.stage!r}")
+    tuning = tune_config.tuning if tuning is None else tuning
+    if tuning not in TUNINGS:
+        raise ValueError(f"tuning must be None (the generalist's own, {tune_config.tuning!r}) or one of {TUNINGS}, "
+                         f"got {tuning!r}")
     base = base if base is not None else tune_config.base_model
     if base is None:
         generator_config, base_path = GENERATOR_PRESETS[tune_config.profile], None
@@ -723,20 +869,28 @@ def control_config(tune_config: TrainConfig, base=None, init_seed: int | None = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         generator = BananaGenerator(generator_config)
-    return dataclasses.replace(tune_config, base_model=None), generator
+    return dataclasses.replace(tune_config, base_model=None, tuning=tuning), generator
 
 
 def train_control(tune_config: TrainConfig, run_dir: str | Path, world_dir: str | Path | None = None, base=None,
-                  init_seed: int | None = None, **train_kwargs) -> Path:
+                  init_seed: int | None = None, tuning: str | None = None, **train_kwargs) -> Path:
     """Train the no-pretraining control of ``tune_config`` in ``run_dir`` with :func:`banana.training.train`.
 
     The fresh generator of :func:`control_config` is saved to ``run_dir/init_model`` first and
     passed to ``train`` as the "base", so ``config.json`` records the random init as
     ``base_model`` (honest provenance), LoRA controls can be reloaded (``load_run``), and a resumed
-    run finds the same starting point. ``control.json`` records the base it replaces and the seed.
+    run finds the same starting point. ``control.json`` records the base it replaces, the seed and
+    the tuning mode (``tuning`` / ``generalist_tuning``). ``tuning``: as in :func:`control_config`
+    (``"full"``: the fully tuned control of a LoRA generalist; give it its own ``run_dir``).
     """
     run_dir = Path(run_dir)
-    control, generator = control_config(tune_config, base=base, init_seed=init_seed)
+    control, generator = control_config(tune_config, base=base, init_seed=init_seed, tuning=tuning)
+    if (run_dir / "config.json").is_file():
+        # checked before control.json is rewritten: train() would refuse to resume it anyway
+        stored = read_config(run_dir)[0]           # (a non-training config.json fails here, not later)
+        if stored.tuning != control.tuning:
+            raise ValueError(f"{run_dir} holds a control with tuning={stored.tuning!r}, this one is "
+                             f"tuning={control.tuning!r}: use another run directory")
     init_dir = run_dir / "init_model"
     if (init_dir / "generator_config.json").is_file():
         saved = BananaGenerator.from_pretrained(init_dir)
@@ -752,7 +906,8 @@ def train_control(tune_config: TrainConfig, run_dir: str | Path, world_dir: str 
         _warn_if_untrained_base(replaced_path, generator)
     (run_dir / CONTROL_FILE).write_text(json.dumps(
         {"replaces_base": replaced_path, "init_seed": _resolved_seed(tune_config, replaced_path, init_seed),
-         "init_model": str(init_dir.resolve())}, indent=1) + "\n")
+         "init_model": str(init_dir.resolve()), "tuning": control.tuning, "generalist_tuning": tune_config.tuning},
+        indent=1) + "\n")
     return train(control, run_dir, generator=init_dir, world_dir=world_dir, **train_kwargs)
 
 

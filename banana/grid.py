@@ -509,7 +509,8 @@ def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name:
     frame.to_csv(out / "results.csv", index=False)
     written["results"] = out / "results.csv"
     done = frame[frame["status"] == "done"]
-    metric_columns = [c for c in frame.columns if c not in (*axes, "point", "status", "seconds")]
+    metric_columns = [c for c in frame.columns if c not in (*axes, "point", "status", "seconds")
+                      and not c.endswith(("_ci_lo", "_ci_hi", "_floor", "_above_floor"))]
     long = done.melt(id_vars=["point", *axes], value_vars=metric_columns, var_name="metric", value_name="value")
     long.to_csv(out / "results_long.csv", index=False)
     written["results_long"] = out / "results_long.csv"
@@ -532,18 +533,37 @@ def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name:
              "", f"Fixed parameters: `{json.dumps(stored['parameters'])}`.", ""]
     if not done.empty and shown:
         numeric = done[group + shown] if group else done[shown]
-        if group:
-            stats = numeric.groupby(group, dropna=False, sort=True)[shown].agg(["mean", "std", "count"])
-            table = pd.DataFrame(index=stats.index)
-            for m in shown:
-                mean, std, count = stats[(m, "mean")], stats[(m, "std")], stats[(m, "count")]
-                table[m] = [f"{a:.4g} ± {s:.2g}" if c > 1 else f"{a:.4g}" for a, s, c in zip(mean, std.fillna(0), count)]
-            table["n"] = stats[(shown[0], "count")].astype(int)
-            table = table.reset_index()
-        else:
-            table = numeric
+        extra = [c for m in shown for c in (f"{m}_ci_lo", f"{m}_ci_hi", f"{m}_above_floor") if c in done.columns]
+        keys = group or ["point"]
+        stats = done[keys + shown + extra].groupby(keys, dropna=False, sort=True).agg(["mean", "std", "count", "min"])
+        table = pd.DataFrame(index=stats.index)
+        for m in shown:
+            mean, std, count = stats[(m, "mean")], stats[(m, "std")], stats[(m, "count")]
+            cells = [f"{a:.4g} ± {s:.2g}" if c > 1 else f"{a:.4g}" for a, s, c in zip(mean, std.fillna(0), count)]
+            if f"{m}_ci_lo" in done.columns:     # the bootstrap interval over images (mean of the seeds' bounds)
+                cells = [f"{c} [{lo:.3g}, {hi:.3g}]" for c, lo, hi in
+                         zip(cells, stats[(f"{m}_ci_lo", "mean")], stats[(f"{m}_ci_hi", "mean")])]
+            if f"{m}_above_floor" in done.columns:   # at floor unless every seed is above the best floor
+                cells = [c if above == 1 else f"{c} (at floor)" for c, above in
+                         zip(cells, stats[(f"{m}_above_floor", "min")])]
+            table[m] = cells
+        table["n"] = stats[(shown[0], "count")].astype(int)
+        table = table.reset_index()
+        if not group:
+            table = table.drop(columns="point")
         title = "Mean ± sd over seeds" if "seed" in axes else "Results"
-        lines += [f"## {title}", "", table.to_markdown(index=False), ""]
+        lines += [f"## {title}", ""]
+        if extra:
+            lines += ["Each cell: mean ± sd over seeds, then [the 95% bootstrap interval over the scored images], "
+                      "\"(at floor)\" when a seed's point is not distinguishable (paired bootstrap) from the best floor "
+                      "baseline on the same images.", ""]
+        lines += [table.to_markdown(index=False), ""]
+        floor_values = {m: done[f"{m}_floor"].dropna().unique() for m in shown if f"{m}_floor" in done.columns}
+        if floor_values:
+            lines += ["Best floor baseline per metric (per-pixel majority class / median train depth / mean train "
+                      "normal, and the untuned base generator where the point scored it): "
+                      + ", ".join(f"{m} {', '.join(f'{v:.4g}' for v in vals)}" for m, vals in floor_values.items())
+                      + ".", ""]
     failed = frame[frame["status"].isin(["failed", "timeout"])]
     if not failed.empty:
         lines += ["## Failed points", ""]

@@ -449,7 +449,8 @@ class BananaPipeline:
 
     def generate(self, prompts: str | Sequence[str], **kwargs) -> torch.Tensor:
         """Text -> image (the generator's original job, kept to check retention): ``[B, 3, H, W]``
-        in [0, 1]. Any word outside the tokenizer's vocabulary becomes ``<unk>``, never an error.
+        in [0, 1]. A prompt with a word outside the tokenizer's vocabulary, or longer than its
+        ``max_tokens``, is a ValueError naming the problem (never silently cut or read as ``<unk>``).
         ``kwargs`` are :meth:`__call__`'s (``image_guidance`` does not apply)."""
         return self(None, prompts, **kwargs)
 

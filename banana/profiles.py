@@ -37,7 +37,7 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "05_evaluate": {
         "smoke": {"n_eval": 8, "sampling_steps": 2, "n_retention": 4},
-        "cpu": {"n_eval": 24, "sampling_steps": 10, "n_retention": 16},
+        "cpu": {"n_eval": 48, "sampling_steps": 10, "n_retention": 16},
         "gpu": {"n_eval": 500, "sampling_steps": 10, "n_retention": 256},
     },
     "06_ablate_mixing_ratio": {

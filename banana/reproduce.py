@@ -177,6 +177,18 @@ def reproduce(profile: str = "cpu", seed: int = 0, reports_dir: str | Path | Non
     return timings
 
 
+def _grid_cell(rows, metric: str, fmt: str = ".3f") -> str:
+    """A grid metric over some points (seeds): mean, the mean bootstrap interval, and "at floor"
+    unless every point is above its best floor (columns written by
+    :func:`banana.evaluation.comparison.point_record`)."""
+    text = format(rows[metric].mean(), fmt)
+    if f"{metric}_ci_lo" in rows:
+        text += f" [{rows[f'{metric}_ci_lo'].mean():{fmt}}, {rows[f'{metric}_ci_hi'].mean():{fmt}}]"
+    if f"{metric}_above_floor" in rows and rows[f"{metric}_above_floor"].min() < 1:
+        text += " (at floor)"
+    return text
+
+
 def findings(reports_dir: str | Path, profile: str) -> list[str]:
     """What this run found, claim by claim against the paper, computed from the tables the
     notebooks wrote (a claim whose table is missing is skipped, never guessed)."""
@@ -192,36 +204,31 @@ def findings(reports_dir: str | Path, profile: str) -> list[str]:
                      f"Segmentation mIoU {c[('palette, nearest colour', 'miou')]:.3f}; metric depth through the cube walk "
                      f"AbsRel {c[('metric cube walk (paper)', 'abs_rel')]:.4f} vs {c[('metric grayscale', 'abs_rel')]:.4f} "
                      f"for a grey ramp; normals {c[('(1-x, 1+y, 1+z)/2', 'mean')]:.2f} deg.")
-    comparison = reports_dir / "tables" / f"comparison_{profile}.csv"
-    if comparison.is_file():
-        t = pd.read_csv(comparison)
-        t = t[t["split"] == "test"].set_index(["model", "metric"])["value"]
-        parts = []
-        for metric, better in (("segmentation mIoU", "higher"), ("depth delta1", "higher"),
-                               ("normals mean angle (deg)", "lower")):
-            try:
-                g, sp = t[("generalist", metric)], t[("specialist", metric)]
-            except KeyError:
-                continue
-            wins = g > sp if better == "higher" else g < sp
-            parts.append(f"{metric} {g:.3f} vs {sp:.3f} ({'generalist better' if wins else 'specialist better'})")
-        if parts:
-            lines.append("- **Generalist vs specialists** (paper: Vision Banana beats specialists, e.g. Cityscapes mIoU "
-                         "0.699 vs SAM 3's 0.652). Here, on the test split, generalist vs a same-size specialist "
-                         "trained on the same images: " + "; ".join(parts) + ".")
+    verdict = reports_dir / "tables" / f"verdict_{profile}.md"
+    if verdict.is_file():
+        wanted = ("segmentation mIoU", "mIoU, unseen palette", "depth AbsRel (metric, clipped)", "depth delta1",
+                  "normals mean angle (deg)")
+        picked = [line[2:] for line in verdict.read_text().splitlines()
+                  if line.startswith("- [test] ") and line[9:].split(":")[0] in wanted]
+        if picked:
+            lines.append("- **Generalist vs controls, specialists and floors** (paper: Vision Banana beats specialists, "
+                         "e.g. Cityscapes mIoU 0.699 vs SAM 3's 0.652). Here, on the test split, with 95% bootstrap "
+                         "intervals over images; beats/trails only when the paired interval excludes 0; \"at floor\" "
+                         f"when not distinguishable from the best floor baseline ([verdict](tables/verdict_{profile}.md)):")
+            lines += [f"  - {line}" for line in picked]
     retention = reports_dir / "tables" / f"retention_{profile}.md"
     ratio = reports_dir / "mixing_ratio" / "results.csv"
     if ratio.is_file():
         r = pd.read_csv(ratio)
         r = r[r["status"] == "done"]
         if not r.empty:
-            g = r.groupby("mixing_ratio")[["segmentation_miou", "depth_delta1", "normals_mean_deg",
-                                           "denoising_loss_increase_pct"]].mean()
-            cells = ", ".join(f"{k:g}: mIoU {v.segmentation_miou:.3f} / delta1 {v.depth_delta1:.3f} / "
-                              f"normals {v.normals_mean_deg:.1f} deg / generation loss {v.denoising_loss_increase_pct:+.1f}%"
-                              for k, v in g.iterrows())
+            cells = ", ".join(f"{k:g}: mIoU {_grid_cell(v, 'segmentation_miou')} / delta1 {_grid_cell(v, 'depth_delta1')} / "
+                              f"normals {_grid_cell(v, 'normals_mean_deg', '.1f')} deg / generation loss "
+                              f"{v['denoising_loss_increase_pct'].mean():+.1f}%"
+                              for k, v in r.groupby("mixing_ratio"))
             lines.append("- **Mixing ratio** (paper: 'a small amount' of vision data, value not disclosed). Mean over "
-                         f"seeds per vision fraction: {cells}. See [mixing_ratio/summary.md](mixing_ratio/summary.md).")
+                         "seeds per vision fraction, [95% bootstrap interval over images], \"at floor\" unless every "
+                         f"seed beats the best floor: {cells}. See [mixing_ratio/summary.md](mixing_ratio/summary.md).")
     elif retention.is_file():
         lines.append(f"- **Generation retention**: see [tables/retention_{profile}.md](tables/retention_{profile}.md).")
     decoding = reports_dir / "decoding" / "results.csv"
@@ -238,19 +245,21 @@ def findings(reports_dir: str | Path, profile: str) -> list[str]:
             best = d.loc[d["segmentation_miou"].idxmax()]
             fastest = d.loc[d["seconds_per_image"].idxmin()]
             lines.append("- **Decoding** (paper: sampler, steps and ensembling not disclosed). Best segmentation: "
-                         f"{setting(best)}: mIoU {best.segmentation_miou:.3f} at {best.seconds_per_image:.3f} s/image; "
-                         f"cheapest: {setting(fastest)}: mIoU {fastest.segmentation_miou:.3f} at "
+                         f"{setting(best)}: mIoU {_grid_cell(d.loc[[best.name]], 'segmentation_miou')} at "
+                         f"{best.seconds_per_image:.3f} s/image; cheapest: {setting(fastest)}: mIoU "
+                         f"{_grid_cell(d.loc[[fastest.name]], 'segmentation_miou')} at "
                          f"{fastest.seconds_per_image:.3f} s/image. See [decoding/summary.md](decoding/summary.md).")
             if "palette" in d.columns and {"canonical", "random"} <= set(d["palette"]):
                 pal = d.copy()
-                for axis, value in (("scheduler", "ddim"), ("sampling_steps", 10), ("ensemble_size", 1)):
+                for axis, value in (("scheduler", "ddim"), ("sampling_steps", 10), ("ensemble_size", 1),
+                                    ("depth_codec", "metric")):
                     if axis in pal.columns:
                         pal = pal[pal[axis] == value]
-                pal = pal.groupby("palette")["segmentation_miou"].mean()
-                if {"canonical", "random"} <= set(pal.index):
+                pal = {k: _grid_cell(v, "segmentation_miou") for k, v in pal.groupby("palette")}
+                if {"canonical", "random"} <= set(pal):
                     lines.append(f"- **Reading the palette from the prompt** (paper: any palette given in the prompt). "
-                                 f"mIoU with the canonical palette {pal['canonical']:.3f} vs a random one "
-                                 f"{pal['random']:.3f}.")
+                                 f"mIoU with the canonical palette {pal['canonical']} vs a random one "
+                                 f"{pal['random']}.")
     return lines
 
 

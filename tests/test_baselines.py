@@ -1,5 +1,6 @@
-"""Tests of the baselines: task specialists (model, losses, matched data, runs) and the
-no-generative-pretraining control.
+"""Tests of the baselines: task specialists (model, losses, matched data, runs, pretrained init)
+and the no-generative-pretraining control (same trainable set as its generalist; the fully tuned
+control of a LoRA generalist).
 
 Everything runs on the ``smoke`` generator preset and a smoke world built once per module;
 torch is limited to one thread (a shared 2-core machine stalls with two).
@@ -18,10 +19,12 @@ import torch
 from banana.baselines import (IGNORE_INDEX, Specialist, SpecialistBatchSampler, SpecialistConfig, SpecialistExamples,
                               SpecialistModule, SpecialistPipeline, control_config, load_specialist, matched_config,
                               read_specialist_config, replay_vision_stream, specialist_loss, train_control,
-                              train_specialist)
-from banana.models import BananaGenerator
+                              train_specialist, trainable_parameter_names)
+from banana.adapters import add_lora
+from banana.models import GENERATOR_PRESETS, BananaGenerator
 from banana.tasks import TASKS
 from banana.training import VISION, BananaExamples, MixedBatchSampler, TrainConfig, load_run, read_config, train
+from banana.training.module import BananaModule
 from banana.world import CLASS_NAMES
 
 K = len(CLASS_NAMES)
@@ -267,9 +270,139 @@ def test_control_starts_from_fresh_weights_with_the_same_recipe(tmp_path, base_d
     assert same_otherwise == {k: v for k, v in tune.to_dict().items() if k not in ("base_model", "world_dir")}
     init = BananaGenerator.from_pretrained(run / "init_model")
     assert all(torch.equal(a, b) for a, b in zip(init.state_dict().values(), fresh.state_dict().values()))
-    assert json.loads((run / "control.json").read_text())["replaces_base"] == str(Path(base_dir).resolve())
+    record = json.loads((run / "control.json").read_text())
+    assert record["replaces_base"] == str(Path(base_dir).resolve())
+    assert record["tuning"] == record["generalist_tuning"] == tune.tuning == "full"
     assert isinstance(load_run(run), BananaGenerator)
     with pytest.warns(UserWarning, match="looks untrained"):                 # a base equal to the control's init
         control_dir = tmp_path / "same_seed"
         train_control(TrainConfig(**{**tune.to_dict(), "seed": 99}), control_dir, world_dir=world_dir,
                       progress=False)
+
+
+def _trainable_count(module) -> int:
+    return sum(p.numel() for p in module.trainable.values())
+
+
+@pytest.mark.parametrize("tuning", ["lora", "full"])
+def test_control_trains_exactly_the_generalists_parameter_set(base_dir, tuning):
+    tune = TrainConfig(base_model=str(base_dir), seed=3, **{**SMOKE_TUNE, "tuning": tuning})
+    generalist = BananaModule(BananaGenerator.from_pretrained(base_dir), tune)
+    config, fresh = control_config(tune)                                    # tuning=None: the generalist's own
+    assert config.tuning == tuning
+    control = BananaModule(fresh, config)
+    names = trainable_parameter_names(generalist)
+    assert names == trainable_parameter_names(control) == trainable_parameter_names(control.generator)
+    assert _trainable_count(generalist) == _trainable_count(control) > 0
+
+    full_config, full_fresh = control_config(tune, tuning="full")
+    everything = {name for name, _ in full_fresh.named_parameters()}
+    full = BananaModule(full_fresh, full_config)
+    assert full_config.tuning == "full" and trainable_parameter_names(full) == everything
+    assert _trainable_count(full) == sum(full_fresh.num_parameters().values())
+    assert all(torch.equal(a, b) for a, b in zip(full_fresh.unet.state_dict().values(),
+                                                 BananaGenerator.from_preset("smoke", seed=3).unet.state_dict().values()))
+    if tuning == "lora":     # LoRA-on-random: same set as the generalist, but most of the UNet frozen
+        assert names < {n for n, _ in control.generator.named_parameters()}
+        assert _trainable_count(control) < _trainable_count(full)
+    else:
+        assert names == trainable_parameter_names(full)
+    with pytest.raises(ValueError, match="tuning must be"):
+        control_config(tune, tuning="half")
+
+
+def test_fully_tuned_control_of_a_lora_generalist(tmp_path, base_dir, world_dir):
+    tune = TrainConfig(mixing_ratio=0.5, max_steps=1, seed=3, base_model=str(base_dir),
+                       **{**SMOKE_TUNE, "tuning": "lora"})
+    run = train_control(tune, tmp_path / "control-full", world_dir=world_dir, tuning="full", progress=False)
+    stored, _ = read_config(run)
+    assert stored.tuning == "full" and stored.base_model == str((run / "init_model").resolve())
+    assert {k: v for k, v in stored.to_dict().items() if k not in ("base_model", "world_dir", "tuning")} == \
+        {k: v for k, v in tune.to_dict().items() if k not in ("base_model", "world_dir", "tuning")}
+    record = json.loads((run / "control.json").read_text())
+    assert (record["tuning"], record["generalist_tuning"]) == ("full", "lora")
+    assert (run / "model").is_dir() and not (run / "adapter").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    control = load_run(run)
+    assert isinstance(control, BananaGenerator)
+    assert metrics["trainable_parameters"] == sum(control.num_parameters().values())
+    with pytest.raises(ValueError, match="tuning='full'"):                  # the LoRA control needs its own dir
+        train_control(tune, run, world_dir=world_dir, progress=False)
+    assert json.loads((run / "control.json").read_text())["tuning"] == "full"     # left as it was
+
+
+# ------------------------------------------------------------------------------------------ pretrained init
+@pytest.mark.parametrize("task", TASKS)
+def test_pretrained_init_specialist_starts_from_the_base(base_dir, task):
+    base = BananaGenerator.from_pretrained(base_dir).unet.state_dict()
+    rng = torch.get_rng_state()
+    model = Specialist.from_config(_config(task, seed=5, init_from=base_dir))
+    assert torch.equal(torch.get_rng_state(), rng)                          # the caller's RNG is left alone
+    random_init = Specialist.from_config(_config(task, seed=5))
+    ours, theirs = model.unet.state_dict(), random_init.unet.state_dict()
+    record = model.init_record
+    head_matches = task == "normals"                                         # 3 channels, like RGB
+    assert record["init_from"] == str(Path(base_dir).resolve())
+    assert record["copied_tensors"] == len(ours) - (0 if head_matches else 2)
+    assert record["partially_copied"] == {"conv_in.weight": "input channels 0:3 of 6"}
+    assert record["copied_values"] == sum(v.numel() for k, v in ours.items() if head_matches or not k.startswith("conv_out."))
+    assert torch.equal(ours["conv_in.weight"], base["conv_in.weight"][:, :3])
+    for name, tensor in ours.items():
+        if name == "conv_in.weight":
+            continue
+        if name.startswith("conv_out.") and not head_matches:                # fresh: the random-init head
+            assert name in record["fresh_tensors"] and torch.equal(tensor, theirs[name])
+        else:
+            assert torch.equal(tensor, base[name]), name
+    assert torch.equal(model.text_state, random_init.text_state)           # the base has no such tensor
+    assert random_init.init_record == {"init_from": None}
+    differs = [not torch.equal(theirs[k], base[k]) for k in theirs if k in base and theirs[k].shape == base[k].shape]
+    assert sum(differs) > len(differs) // 2                                 # a random init is not the base
+    assert not torch.equal(random_init.unet.conv_in.weight, base["conv_in.weight"][:, :3])
+
+
+def test_pretrained_init_specialist_trains_saves_and_records(tmp_path, base_dir, generalist_run, world_dir):
+    config = matched_config(generalist_run, "segmentation", batch_size=2, init_from=base_dir)
+    assert config.init_from == str(base_dir) and isinstance(config.init_from, str)
+    assert Specialist.from_config(config).init_record["copied_tensors"] > 0     # the generalist's backbone is the base's
+
+    config = _config("segmentation", max_steps=2, log_every=1, init_from=base_dir)
+    run = train_specialist(config, tmp_path / "pretrained", world_dir=world_dir, progress=False)
+    assert (run / "model/model.safetensors").is_file() and (run / "checkpoints/last.ckpt").is_file()
+    stored = read_specialist_config(run)
+    assert stored.init_from == str(Path(base_dir).resolve())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and np.isfinite(metrics["final_loss"])
+    assert metrics["init"]["copied_tensors"] == Specialist.from_config(config).init_record["copied_tensors"]
+    assert json.loads((run / "config.json").read_text())["init"] == metrics["init"]
+    trained = load_specialist(run)
+    start = Specialist.from_config(config)
+    assert not torch.equal(trained.unet.conv_in.weight, start.unet.conv_in.weight)   # it trained
+
+    # init_from is not a resumable change; a config.json from before init_from existed means None
+    with pytest.raises(ValueError, match="different config.*init_from"):
+        train_specialist(_config("segmentation", max_steps=2, log_every=1), run, world_dir=world_dir, progress=False)
+    path = run / "config.json"
+    record = json.loads(path.read_text())
+    del record["specialist"]["init_from"]
+    path.write_text(json.dumps(record))
+    assert read_specialist_config(run).init_from is None
+    with pytest.raises(ValueError, match="different config.*init_from"):
+        train_specialist(config, run, world_dir=world_dir, progress=False)
+
+
+def test_bad_init_from_is_a_clear_error(tmp_path, base_dir, world_dir):
+    with pytest.raises(FileNotFoundError, match="not exist.*saved BananaGenerator"):
+        Specialist.from_config(_config("depth", init_from=tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="saved BananaGenerator"):
+        train_specialist(_config("depth", init_from=tmp_path / "nowhere"), tmp_path / "run", world_dir=world_dir,
+                         progress=False)
+    assert not (tmp_path / "run").exists()                                  # failed before writing anything
+    other = {**GENERATOR_PRESETS["smoke"].to_dict(), "block_out_channels": [16, 16]}
+    with pytest.raises(ValueError, match="another GeneratorConfig.*block_out_channels"):
+        Specialist.from_config(SpecialistConfig(task="depth", backbone=other, max_steps=1, init_from=str(base_dir)))
+    model = Specialist.from_config(_config("depth"))
+    with pytest.raises(ValueError, match="LoRA-adapted"):
+        model.copy_generator_weights(add_lora(BananaGenerator.from_pretrained(base_dir)))
+    with pytest.raises(TypeError, match="init_from"):
+        _config("depth", init_from=3)

@@ -20,6 +20,8 @@ from hypothesis.extra import numpy as hnp
 
 from banana.codecs import (
     CUBE_PATH_VERTICES,
+    MIN_PALETTE_DISTANCE,
+    REJECT_RADIUS,
     ColorPath,
     DepthCodec,
     NormalsCodec,
@@ -107,9 +109,10 @@ def test_seg_anchor_colors_and_ignore():
 
 def test_seg_reject_radius():
     pal = {"a": (255, 0, 0), "b": (0, 0, 255)}
-    # Default: half the smallest pairwise distance.
-    assert SegmentationCodec(pal).reject_radius == pytest.approx(255 * math.sqrt(2) / 2)
-    assert SegmentationCodec({"only": (9, 9, 9)}).reject_radius > 200
+    # Default: min(REJECT_RADIUS, half the smallest distance between candidates, ignore colour included).
+    assert SegmentationCodec(pal).reject_radius == REJECT_RADIUS
+    assert SegmentationCodec({"only": (9, 9, 9)}).reject_radius == pytest.approx(9 * math.sqrt(3) / 2)
+    assert SegmentationCodec({"only": (200, 200, 200)}).reject_radius == REJECT_RADIUS
     seg = SegmentationCodec(pal, reject_radius=30.0)
     colours = np.array([[255, 0, 20], [255, 0, 40], [0, 15, 240], [128, 128, 128]], np.float32) / 255
     rgb = colours.T[:, None, :]  # [3, 1, 4]
@@ -120,10 +123,14 @@ def test_seg_reject_radius():
 
 
 def test_seg_decode_nearest_colour():
-    seg = SegmentationCodec({"a": (200, 0, 0), "b": (0, 200, 0), "c": (0, 0, 200)}, reject_radius=300)
-    colours = np.array([[150, 60, 0], [60, 150, 0], [0, 90, 100], [30, 30, 30]], np.float32) / 255
+    pal = {"a": (200, 0, 0), "b": (0, 200, 0), "c": (0, 0, 200)}
+    # 100 = half the closest candidate distance (each colour to black: 200), the largest allowed.
+    seg = SegmentationCodec(pal, reject_radius=100)
+    colours = np.array([[150, 60, 0], [60, 150, 0], [0, 70, 140], [30, 30, 30]], np.float32) / 255
     # (30,30,30) is nearest to the ignore colour black -> ignore.
     np.testing.assert_array_equal(seg.decode(colours.T[:, None, :]), [[0, 1, 2, 255]])
+    with pytest.raises(ValueError, match=r"reject_radius 300 makes decision regions overlap.*<= 100"):
+        SegmentationCodec(pal, reject_radius=300)
 
 
 def test_seg_prompt_styles():
@@ -232,6 +239,86 @@ def test_random_palette_impossible_and_bad_input():
     with pytest.raises(ValueError, match="at least 1 class"):
         random_palette([], np.random.default_rng(0))
     assert random_palette(["a", "b"], np.random.default_rng(1)) != random_palette(["a", "b"], np.random.default_rng(2))
+
+
+# --------------------------------------------------------------------------
+# One rejection rule for canonical and unseen palettes
+# --------------------------------------------------------------------------
+def _probe_pixel(colors, ignore, k, distance):
+    """A colour exactly ``distance`` from ``colors[k]``, inside the RGB cube, in a direction that
+    keeps it farther than ``distance`` from every other candidate (other colours, ignore)."""
+    c = np.asarray(colors[k], np.float64)
+    others = np.asarray([x for i, x in enumerate(colors) if i != k] + [ignore], np.float64)
+    best, best_margin = None, -np.inf
+    for direction in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T:
+        if not direction.any():
+            continue
+        p = c + distance * direction / np.linalg.norm(direction)
+        if p.min() < 0 or p.max() > 255:
+            continue
+        margin = np.sqrt(((others - p) ** 2).sum(1)).min() - distance
+        if margin > best_margin:
+            best, best_margin = p, margin
+    assert best is not None and best_margin > 0
+    return best
+
+
+def _check_radius_edge(seg):
+    """Every class: a pixel at radius - 1 decodes to it, one at radius + 1 is rejected."""
+    r = seg.reject_radius
+    colors = seg.colors.tolist()
+    inside = [_probe_pixel(colors, seg.ignore_color, k, r - 1) for k in range(seg.num_classes)]
+    outside = [_probe_pixel(colors, seg.ignore_color, k, r + 1) for k in range(seg.num_classes)]
+    rgb = (np.asarray(inside + outside, np.float64) / 255).astype(np.float32).T[:, None, :]  # [3, 1, 2K]
+    expected = list(range(seg.num_classes)) + [seg.ignore_index] * seg.num_classes
+    np.testing.assert_array_equal(seg.decode(rgb), [expected])
+
+
+def test_seg_same_rule_for_canonical_and_random_palettes():
+    from banana.world import CANONICAL_PALETTE, CLASS_NAMES
+
+    assert MIN_PALETTE_DISTANCE >= 2 * REJECT_RADIUS
+    canonical = SegmentationCodec(CANONICAL_PALETTE)
+    # The canonical palette keeps MIN_PALETTE_DISTANCE itself (closest: floor to black, ~103).
+    assert pairwise_min(list(CANONICAL_PALETTE.values()) + [(0, 0, 0)]) >= MIN_PALETTE_DISTANCE
+    assert canonical.reject_radius == REJECT_RADIUS
+    _check_radius_edge(canonical)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        unseen = SegmentationCodec(random_palette(CLASS_NAMES, rng))
+        assert unseen.reject_radius == canonical.reject_radius == REJECT_RADIUS
+        assert pairwise_min(unseen.colors.tolist() + [(0, 0, 0)]) >= MIN_PALETTE_DISTANCE
+        assert SegmentationCodec.with_random_palette(CLASS_NAMES, rng).reject_radius == REJECT_RADIUS
+        if seed < 5:
+            _check_radius_edge(unseen)
+
+
+def test_random_palette_fits_19_classes_away_from_ignore():
+    names = [f"class {i}" for i in range(19)]
+    for seed in range(200):
+        pal = random_palette(names, np.random.default_rng(seed))
+        assert list(pal) == names
+        colours = list(pal.values())
+        assert pairwise_min(colours) >= MIN_PALETTE_DISTANCE
+        assert min(math.dist(c, (0, 0, 0)) for c in colours) >= MIN_PALETTE_DISTANCE
+    seg = SegmentationCodec(random_palette(names, np.random.default_rng(0)))
+    assert seg.reject_radius == REJECT_RADIUS
+    _check_radius_edge(seg)
+    # Too many classes for the distance: a ValueError naming the problem, after bounded retries.
+    with pytest.raises(ValueError, match=r"could not place class .* min_distance 96.*of 60 classes"):
+        random_palette([f"c{i}" for i in range(60)], np.random.default_rng(0), max_restarts=2)
+
+
+def test_seg_dense_official_palette_gets_half_its_closest_distance():
+    from banana.real.cityscapes import CITYSCAPES_PALETTE
+
+    seg = SegmentationCodec(CITYSCAPES_PALETTE)     # bus (0,60,100) and train (0,80,100): 20 apart
+    assert seg.reject_radius == pytest.approx(10.0)
+    labels = np.array([list(range(19)) + [255]])
+    np.testing.assert_array_equal(seg.decode(quantize(seg.encode(labels))), labels)
+    _check_radius_edge(seg)
+    with pytest.raises(ValueError, match=r"overlap: class 'bus' \(0, 60, 100\) and class 'train'"):
+        SegmentationCodec(CITYSCAPES_PALETTE, reject_radius=REJECT_RADIUS)
 
 
 # ==========================================================================
@@ -575,9 +662,14 @@ def test_8bit_distinct_colour_route_matches_direct():
         torch.testing.assert_close(dist_to(via_distinct), dist_to(direct), atol=1e-6, rtol=0)
         assert ((via_distinct - direct).abs() < 1e-6).float().mean() > 0.99
     labels = torch.randint(0, 3, (64, 64), generator=gen)
-    noisy = quantize((SEG.encode(labels) + 0.05 * torch.randn(3, 64, 64, generator=gen)).clamp(0, 1))
-    direct = SEG._nearest_labels(noisy.movedim(0, -1).reshape(-1, 3).double()).reshape(64, 64)
-    assert torch.equal(SEG.decode(noisy), direct) and torch.equal(direct, labels)
+    # sigma 0.05 (~13 RGB units per channel) lands a few of 4096 pixels beyond REJECT_RADIUS; the
+    # largest radius this palette allows (127.5: half the corner spacing) keeps every pixel.
+    seg = SegmentationCodec(SEG.palette, reject_radius=127.5)
+    noisy = quantize((seg.encode(labels) + 0.05 * torch.randn(3, 64, 64, generator=gen)).clamp(0, 1))
+    pixels = noisy.movedim(0, -1).reshape(-1, 3).double()
+    direct = seg._nearest_labels(pixels).reshape(64, 64)
+    assert torch.equal(seg.decode(noisy), direct) and torch.equal(direct, labels)
+    assert torch.equal(SEG.decode(noisy), SEG._nearest_labels(pixels).reshape(64, 64))  # default radius too
 
 
 def test_non_array_input_raises_type_error():

@@ -194,17 +194,19 @@ def test_predict_decodes_and_ensembles(pipe, images, task):
 
 
 def test_predict_with_a_custom_palette(pipe, images):
-    palette = {"banana": (250, 220, 40), "background": (20, 20, 120)}
+    palette = {"banana": (250, 220, 40), "floor": (20, 20, 120)}
     out = pipe.predict(images, "segmentation", palette=palette, num_inference_steps=1, generator=seeded())
     assert '"banana": <250,220,40>' in out["prompt"]
     assert set(out["prediction"].unique().tolist()) <= {0, 1, 255}
 
 
-def test_generate_with_unknown_words(pipe):
-    out = pipe.generate(["a zorblaxian quokka!", "flibbertigibbet 42 #ff00aa"], num_inference_steps=1,
-                        generator=seeded())
+def test_generate_with_unknown_words_is_a_clear_error(pipe):
+    # issue 10: a word outside the vocabulary used to be read as <unk> silently; now it is named
+    with pytest.raises(ValueError, match="'zorblaxian'"):
+        pipe.generate(["a zorblaxian quokka!"], num_inference_steps=1, generator=seeded())
+    out = pipe.generate(["a red sphere", "a blue box 42 #ff00aa"], num_inference_steps=1, generator=seeded())
     assert out.shape == (2, 3, RES, RES) and 0 <= out.min() and out.max() <= 1
-    assert pipe.generate("one prompt", num_inference_steps=1).shape == (1, 3, RES, RES)
+    assert pipe.generate("a red sphere", num_inference_steps=1).shape == (1, 3, RES, RES)
 
 
 # --------------------------------------------------------------------------- persistence

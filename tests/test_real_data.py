@@ -270,7 +270,9 @@ def test_train_and_evaluate_a_run_on_cityscapes(tmp_path, cityscapes_root):
     from banana.training import TrainConfig, train
 
     build_cityscapes(cityscapes_root, tmp_path / "cs16", resolution=16, progress=False)
-    base = BananaGenerator.from_preset("smoke", seed=0).save_pretrained(tmp_path / "base")
+    # the pixel generator's vocabulary takes the dataset's class names (and captions), so its prompts fit
+    base = BananaGenerator.from_preset("smoke", seed=0, class_names=CITYSCAPES_CLASSES,
+                                       texts=["a photo of a city street"]).save_pretrained(tmp_path / "base")
     config = TrainConfig(stage="tune", tuning="full", profile="smoke", max_steps=1, batch_size=2, checkpoint_every=1)
     run = train(config, tmp_path / "run", generator=base, world_dir=tmp_path / "cs16", progress=False)
     assert main(["evaluate", str(run), "--split", "val", "--steps", "1", "--limit", "2", "--batch-size", "2",

@@ -4,7 +4,8 @@ Vision Banana answers vision tasks by *generating an image*. These codecs
 define what that image means:
 
 * :class:`SegmentationCodec` - class labels <-> colours named in the prompt
-  (decoded by nearest colour, with a rejection radius).
+  (decoded by nearest colour, with one rejection radius, :data:`REJECT_RADIUS`,
+  for canonical and random palettes alike).
 * :class:`DepthCodec` - metres <-> a colour path (default: the paper's power
   warp followed by a walk over the RGB cube's edges).
 * :class:`NormalsCodec` - camera-space unit normals <-> RGB
@@ -33,7 +34,10 @@ from .depth import (
 from .normals import NormalsCodec
 from .segmentation import (
     BASIC_COLOR_NAMES,
+    IGNORE_COLOR,
+    MIN_PALETTE_DISTANCE,
     PROMPT_STYLES,
+    REJECT_RADIUS,
     SegmentationCodec,
     random_palette,
     well_separated_palette,
@@ -56,4 +60,7 @@ __all__ = [
     "WARPS",
     "PROMPT_STYLES",
     "BASIC_COLOR_NAMES",
+    "REJECT_RADIUS",
+    "MIN_PALETTE_DISTANCE",
+    "IGNORE_COLOR",
 ]

@@ -25,11 +25,17 @@ DEFAULT_DEPTH_VARIANTS: tuple[tuple[str, dict, str], ...] = (
 HEADLINE = {"segmentation": "miou", "depth": "abs_rel", "normals": "mean"}
 
 
+def _depth_range(depth_range: tuple[float, float] | None) -> tuple[float, float]:
+    from banana.world import MAX_DEPTH, MIN_DEPTH
+
+    return (MIN_DEPTH, MAX_DEPTH) if depth_range is None else (float(depth_range[0]), float(depth_range[1]))
+
+
 def codec_ceiling(semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
                   palette: Mapping[str, tuple[int, int, int]],
                   bits: Sequence[int | None] = (None, 8),
                   depth_variants: Sequence[tuple[str, dict, str]] = DEFAULT_DEPTH_VARIANTS,
-                  noise_std: float = 0.0, seed: int = 0):
+                  noise_std: float = 0.0, seed: int = 0, depth_range: tuple[float, float] | None = None):
     """Score each codec on its own round trip of the ground truth.
 
     Args:
@@ -42,6 +48,8 @@ def codec_ceiling(semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
         noise_std: optional Gaussian noise (in [0,1] RGB units) added before quantising,
             a crude stand-in for a generator's colour drift.
         seed: seeds that noise.
+        depth_range: ``(min_depth, max_depth)`` of the evaluation protocol (default the world's,
+            ``banana.world.MIN_DEPTH``/``MAX_DEPTH``): decoded depth is clipped to it, as a model's is.
 
     Returns:
         A tidy ``pandas.DataFrame`` with columns ``task, codec, bits, metric, value``.
@@ -73,6 +81,7 @@ def codec_ceiling(semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
                 rows.append({"task": task, "codec": codec, "bits": "float" if b is None else str(b),
                              "metric": name, "value": float(value)})
 
+    min_depth, max_depth = _depth_range(depth_range)
     seg = SegmentationCodec(dict(palette))
     normal_codec = NormalsCodec()
     seg_rgb = seg.encode(semantic.astype(np.int64))
@@ -88,7 +97,7 @@ def codec_ceiling(semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
         for label, kwargs, align in depth_variants:
             codec = DepthCodec(**kwargs)
             decoded = codec.decode(degrade(codec.encode(depth.astype(np.float32)), b))
-            add("depth", label, b, depth_metrics(decoded, depth, align=align))
+            add("depth", label, b, depth_metrics(decoded, depth, align=align, min_depth=min_depth, max_depth=max_depth))
     return pd.DataFrame(rows, columns=["task", "codec", "bits", "metric", "value"])
 
 
@@ -108,7 +117,7 @@ def ceiling_table(frame, metrics: Mapping[str, Sequence[str]] | None = None):
 def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
                       palette: Mapping[str, tuple[int, int, int]],
                       depth_variants: Sequence[tuple[str, dict, str]] = DEFAULT_DEPTH_VARIANTS,
-                      batch_size: int = 16, device=None):
+                      batch_size: int = 16, device=None, depth_range: tuple[float, float] | None = None):
     """The codec ceiling of a *latent* generator: what a perfect latent model could score.
 
     A latent generator never emits pixels: its answer is a latent that the VAE decodes. So even a
@@ -179,6 +188,7 @@ def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 rows.append({"task": task, "codec": codec, "bits": bits, "metric": name, "value": float(value)})
 
+    min_depth, max_depth = _depth_range(depth_range)
     try:
         seg = SegmentationCodec(dict(palette))
         normal_codec = NormalsCodec()
@@ -196,7 +206,8 @@ def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.
                 normal_metrics(normal_codec.decode(transform(images["normals"])), normals))
             for label, kwargs, align in depth_variants:
                 decoded = DepthCodec(**kwargs).decode(transform(images[label]))
-                add("depth", label, bits, depth_metrics(decoded, depth, align=align))
+                add("depth", label, bits, depth_metrics(decoded, depth, align=align, min_depth=min_depth,
+                                                        max_depth=max_depth))
     finally:
         module.train(was_training)
     return pd.DataFrame(rows, columns=["task", "codec", "bits", "metric", "value"])

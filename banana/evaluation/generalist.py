@@ -37,12 +37,12 @@ def evaluate_generalist(pipe, split, tasks: Sequence[str] | None = None,
         sampling: forwarded to ``pipe.predict`` (steps, scheduler, guidance, ensemble_size).
 
     Returns ``{"metrics": {task: {...}}, "predictions": {task: array}, "seconds_per_image":
-    {task: float}}``. Depth is scored in metres (``metric``) and after per-image least-squares
-    affine alignment (``affine``), over finite ground-truth pixels.
+    {task: float}}``, each task scored by :func:`banana.evaluation.scoring.score_task` (depth inside
+    the split's ``[min_depth, max_depth]``, with 95% bootstrap intervals over images).
     """
     from tqdm.auto import tqdm
 
-    from banana.evaluation.metrics import depth_metrics, mean_iou, normal_metrics
+    from banana.evaluation.scoring import score_task
     from banana.real.common import dataset_spec
 
     spec = dataset_spec(split)      # the world: all tasks, CLASS_NAMES and CANONICAL_PALETTE
@@ -71,14 +71,7 @@ def evaluate_generalist(pipe, split, tasks: Sequence[str] | None = None,
         prediction = np.concatenate(outputs)
         results["predictions"][task] = prediction
         results["seconds_per_image"][task] = seconds / n
-        if task == "segmentation":
-            results["metrics"][task] = mean_iou(prediction, truth["semantic"].astype(np.int64), len(palette),
-                                                class_names=list(palette))
-        elif task == "depth":
-            results["metrics"][task] = {"metric": depth_metrics(prediction, truth["depth"]),
-                                        "affine": depth_metrics(prediction, truth["depth"], align="affine")}
-        else:
-            results["metrics"][task] = normal_metrics(prediction, truth["normals"])
+        results["metrics"][task] = score_task(task, prediction, truth, list(palette), spec.depth_range)
     return results
 
 

@@ -47,6 +47,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from banana.evaluation.scoring import label_arrays, score_task   # score_task re-exported: the one scoring function
+
 __all__ = ["evaluate_run", "evaluate_pipeline", "evaluate_specialist", "write_evaluation", "recompute_metrics",
            "score_task", "time_predict", "unseen_palette", "UNSEEN_PALETTE_TAG", "METRICS_FILE",
            "PREDICTIONS_FILE", "UNSEEN_TASK", "EVAL_TASKS"]
@@ -77,33 +79,6 @@ def _spec(split):
     from banana.real.common import dataset_spec
 
     return dataset_spec(split)
-
-
-def _truth(split, n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` rows' labels (those the split has), read as :func:`evaluate_generalist` reads them."""
-    rows = split[0:n]
-    return {key: np.asarray(rows[key]) for key in ("semantic", "depth", "normals") if key in split.column_names}
-
-
-def score_task(task: str, prediction, truth: Mapping[str, np.ndarray],
-               class_names: Sequence[str] | None = None) -> dict:
-    """Score one task's decoded answers against world labels (``truth``: ``semantic``, ``depth``,
-    ``normals`` arrays of the same rows), with the exact calls :func:`evaluate_generalist` makes,
-    so a stored prediction re-scores to the same numbers. ``class_names``: the segmentation classes
-    in id order (default the world's ``CLASS_NAMES``)."""
-    from banana.evaluation.metrics import depth_metrics, mean_iou, normal_metrics
-    from banana.world import CLASS_NAMES
-
-    if task in ("segmentation", UNSEEN_TASK):
-        names = list(CLASS_NAMES if class_names is None else class_names)
-        return mean_iou(np.asarray(prediction).astype(np.int64), truth["semantic"].astype(np.int64),
-                        len(names), class_names=names)
-    if task == "depth":
-        return {"metric": depth_metrics(prediction, truth["depth"]),
-                "affine": depth_metrics(prediction, truth["depth"], align="affine")}
-    if task == "normals":
-        return normal_metrics(prediction, truth["normals"])
-    raise ValueError(f"unknown task {task!r}; choose from {EVAL_TASKS}")
 
 
 def _json_clean(value: Any) -> Any:
@@ -222,7 +197,8 @@ def evaluate_pipeline(pipe, split, tasks: Sequence[str] | None = None, limit: in
         prediction = np.concatenate(outputs)
         results["predictions"][UNSEEN_TASK] = prediction
         results["seconds_per_image"][UNSEEN_TASK] = seconds / n
-        results["metrics"][UNSEEN_TASK] = score_task(UNSEEN_TASK, prediction, _truth(split, n), spec.class_names)
+        results["metrics"][UNSEEN_TASK] = score_task(UNSEEN_TASK, prediction, label_arrays(split, n), spec.class_names,
+                                                     spec.depth_range)
         results["palettes"]["unseen"] = palettes
         results["palettes"]["unseen_batch"] = np.asarray(batch_of, dtype=np.int64)   # row -> its batch
     results["metrics"] = {t: results["metrics"][t] for t in tasks}     # the order asked for
@@ -253,8 +229,9 @@ def evaluate_specialist(model, split, task: str, limit: int | None = None, batch
         seconds += time.perf_counter() - start
         outputs.append(_as_numpy(out))
     prediction = np.concatenate(outputs)
-    names = list(_spec(split).class_names)
-    return {"metrics": {task: score_task(task, prediction, _truth(split, n), names)}, "predictions": {task: prediction},
+    spec = _spec(split)
+    names = list(spec.class_names)
+    return {"metrics": {task: score_task(task, prediction, label_arrays(split, n), names, spec.depth_range)}, "predictions": {task: prediction},
             "seconds_per_image": {task: seconds / n}, "n_images": n, "class_names": names}
 
 
@@ -324,7 +301,8 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
     eval_dir = Path(eval_dir)
     record = json.loads((eval_dir / METRICS_FILE).read_text())
     split = load_world(world_dir or record["world_dir"])[record["split"]]
-    class_names = list(_spec(split).class_names)
+    spec = _spec(split)
+    class_names = list(spec.class_names)
     with np.load(eval_dir / PREDICTIONS_FILE, allow_pickle=False) as stored:
         if list(stored["class_names"]) != class_names:
             raise ValueError(f"{eval_dir} was scored with classes {list(stored['class_names'])}, "
@@ -332,8 +310,9 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
         n = int(len(stored["indices"]))
         if not np.array_equal(stored["indices"], np.arange(n)):
             raise ValueError(f"{eval_dir}/{PREDICTIONS_FILE} does not hold rows 0..{n - 1} of the split")
-        truth = _truth(split, n)
-        metrics = {task: score_task(task, stored[task], truth, class_names) for task in record["metrics"]}
+        truth = label_arrays(split, n)
+        metrics = {task: score_task(task, stored[task], truth, class_names, spec.depth_range)
+                   for task in record["metrics"]}
     return _json_clean(metrics)
 
 

@@ -7,11 +7,13 @@ Protocol (stated here because a metric is only comparable under its protocol):
   ``ignore_index``. A *prediction* of ``ignore_index`` (the codec rejected the colour) is
   not dropped: it counts as a miss for the target's class. Classes absent from both the
   targets and the predictions are left out of the mean.
-* **Depth** - ``depth_metrics`` scores per image over valid pixels (finite target inside
-  ``[min_depth, max_depth]`` and the optional mask), then averages over images (the NYUv2
-  convention). ``align="none"`` scores metric depth as predicted; ``"scale"`` and
-  ``"affine"`` first fit the prediction to the target by least squares per image (for
-  affine-invariant codecs and for separating scale errors from shape errors).
+* **Depth** - ``depth_metrics`` follows Marigold's and Lotus's script: valid pixels are finite
+  targets inside the dataset's ``[min_depth, max_depth]`` (and the optional mask); ``"scale"``
+  and ``"affine"`` alignment fit per image on valid pixels with a finite prediction; then every
+  prediction is **clipped** to ``[min_depth, max_depth]``; metrics per image, averaged over
+  images (the NYUv2 convention). ``align="none"`` scores metric depth as predicted. The clip is
+  an evaluation step (the codec stays a bijection onto ``[0, inf]``); what it hides - whether
+  the model told sky from surface - is scored by ``sky_iou``.
 * **Normals** - ``normal_metrics`` pools the angle between unit vectors over all valid
   pixels of all images (target norm > 0.5 and the optional mask).
 """
@@ -117,22 +119,30 @@ def mean_iou(pred: ArrayLike, target: ArrayLike, num_classes: int, ignore_index:
 
 
 # --------------------------------------------------------------------------- depth
-def _fit_per_image(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                   mode: str) -> torch.Tensor:
-    """Least-squares ``scale`` (s*pred) or ``affine`` (s*pred + b) fit per image."""
-    w = valid.double()
-    p, t = pred * w, target.where(valid, torch.zeros_like(target)) * w
+#: Lower bound applied after the range clip, as Marigold's and Lotus's scripts do, so that a
+#: dataset with ``min_depth = 0`` never divides by zero.
+DEPTH_FLOOR = 1e-6
+
+
+def _fit_per_image(pred: torch.Tensor, target: torch.Tensor, fit: torch.Tensor, mode: str) -> torch.Tensor:
+    """Least-squares ``scale`` (s*pred) or ``affine`` (s*pred + b) fit per image over the pixels
+    ``fit`` (valid *and* finite predictions); non-finite predictions are left as they are."""
+    w = fit.double()
+    finite_p = pred.where(fit, torch.zeros_like(pred))
+    p, t = finite_p * w, target.where(fit, torch.zeros_like(target)) * w
     n = w.sum(dim=(-2, -1)).clamp(min=1)
     spp, spt = (p * p).sum(dim=(-2, -1)), (p * t).sum(dim=(-2, -1))
     if mode == "scale":
         s = spt / spp.clamp(min=1e-12)
-        return pred * s[..., None, None]
-    sp, st = p.sum(dim=(-2, -1)), t.sum(dim=(-2, -1))
-    det = n * spp - sp * sp
-    s = torch.where(det.abs() > 1e-12, (n * spt - sp * st) / det.where(det.abs() > 1e-12, torch.ones_like(det)),
-                    torch.ones_like(det))
-    b = (st - s * sp) / n
-    return pred * s[..., None, None] + b[..., None, None]
+        b = torch.zeros_like(s)
+    else:
+        sp, st = p.sum(dim=(-2, -1)), t.sum(dim=(-2, -1))
+        det = n * spp - sp * sp
+        ok = det.abs() > 1e-12
+        s = torch.where(ok, (n * spt - sp * st) / det.where(ok, torch.ones_like(det)), torch.ones_like(det))
+        b = (st - s * sp) / n
+    fitted = pred * s[..., None, None] + b[..., None, None]
+    return torch.where(torch.isfinite(pred), fitted, pred)
 
 
 def depth_metrics(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = None,
@@ -140,13 +150,36 @@ def depth_metrics(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = N
                   min_depth: float = 1e-3, max_depth: float = math.inf) -> dict[str, float]:
     """AbsRel, RMSE, log10 and delta1/2/3 of depth maps ``[..., H, W]`` in metres.
 
-    Valid pixels: finite target within ``[min_depth, max_depth]`` and ``mask``. Predictions
-    are clamped to ``min_depth`` before ratios and logs (an infinite prediction where the
-    target is finite is clamped to ``max_depth`` when finite, else counted as an error).
-    Images with no valid pixel are skipped; ``n_images`` says how many counted.
+    The protocol of Marigold's and Lotus's evaluation script, which the peers' numbers use:
+
+    1. **Valid pixels**: finite target inside ``[min_depth, max_depth]`` (the dataset's range:
+       :attr:`banana.real.DatasetSpec.depth_range`; the world's is ``banana.world.MIN_DEPTH`` ..
+       ``MAX_DEPTH``), and ``mask``.
+    2. ``align="scale"``/``"affine"``: a least-squares fit per image over valid pixels whose
+       prediction is **finite** (a prediction at "infinity" - the white end of the depth walk -
+       neither enters the fit nor is turned into a number by it).
+    3. **Clip** every prediction to ``[min_depth, max_depth]`` (then to >= ``DEPTH_FLOOR``), so
+       ``inf`` becomes ``max_depth``. This is an *evaluation* step: the codec stays a bijection
+       onto ``[0, inf]``. Without it one pixel decoded at "infinity" on a 5 m surface would add
+       ``~1e6 / 5`` to its image's AbsRel, and metric AbsRel becomes a count of such pixels.
+    4. Metrics per image over valid pixels, then the mean over images (the NYUv2 convention).
+
+    ``max_depth`` must be finite when a valid pixel has a non-finite prediction (else there is
+    nothing to clip to, and a ValueError says so). Images with no valid pixel are skipped;
+    ``n_images`` says how many counted. Whether the model told sky from surface is a separate
+    question: :func:`sky_iou`.
     """
+    return _depth_per_image(pred, target, mask, align, min_depth, max_depth)["summary"]
+
+
+def _depth_per_image(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None, align: str,
+                     min_depth: float, max_depth: float) -> dict:
+    """:func:`depth_metrics` plus its per-image values (``per_image[k]`` ``[N]``, NaN where an
+    image had no valid pixel), which :mod:`banana.evaluation.uncertainty` resamples."""
     if align not in ("none", "scale", "affine"):
         raise ValueError(f"align must be 'none', 'scale' or 'affine', got {align!r}")
+    if not 0 <= min_depth < max_depth:
+        raise ValueError(f"need 0 <= min_depth < max_depth, got [{min_depth}, {max_depth}]")
     p, t = _as_tensor(pred, "pred").double(), _as_tensor(target, "target").double()
     _check_same_shape(p, t, "pred and target")
     if p.ndim < 2:
@@ -159,24 +192,47 @@ def depth_metrics(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = N
     if m is not None:
         valid &= m.reshape(-1, *m.shape[-2:])
     if align != "none":
-        p = _fit_per_image(p.where(torch.isfinite(p), torch.zeros_like(p)), t, valid, align)
-    upper = max_depth if math.isfinite(max_depth) else 1e6
-    p = p.clamp(min=min_depth, max=upper)
-    out = {k: [] for k in ("abs_rel", "rmse", "log10", "delta1", "delta2", "delta3")}
-    for pi, ti, vi in zip(p, t, valid):
+        p = _fit_per_image(p, t, valid & torch.isfinite(p), align)
+    if not math.isfinite(max_depth) and not torch.isfinite(p[valid]).all():
+        raise ValueError("a valid pixel has a non-finite predicted depth and max_depth is inf: pass the dataset's "
+                         "max_depth (DatasetSpec.depth_range) so predictions can be clipped to it")
+    p = p.clamp(min=min_depth, max=max_depth).clamp(min=DEPTH_FLOOR)
+    keys = ("abs_rel", "rmse", "log10", "delta1", "delta2", "delta3")
+    per_image = {k: torch.full((p.shape[0],), float("nan"), dtype=torch.float64) for k in keys}
+    for i, (pi, ti, vi) in enumerate(zip(p, t, valid)):
         if not vi.any():
             continue
         pv, tv = pi[vi], ti[vi]
         ratio = torch.maximum(pv / tv, tv / pv)
-        out["abs_rel"].append(((pv - tv).abs() / tv).mean())
-        out["rmse"].append(((pv - tv) ** 2).mean().sqrt())
-        out["log10"].append((torch.log10(pv) - torch.log10(tv)).abs().mean())
+        per_image["abs_rel"][i] = ((pv - tv).abs() / tv).mean()
+        per_image["rmse"][i] = ((pv - tv) ** 2).mean().sqrt()
+        per_image["log10"][i] = (torch.log10(pv) - torch.log10(tv)).abs().mean()
         for k, thr in (("delta1", 1.25), ("delta2", 1.25 ** 2), ("delta3", 1.25 ** 3)):
-            out[k].append((ratio < thr).double().mean())
-    n_images = len(out["abs_rel"])
-    result = {k: (float(torch.stack(v).mean()) if v else float("nan")) for k, v in out.items()}
-    result["n_images"] = n_images
-    return result
+            per_image[k][i] = (ratio < thr).double().mean()
+    counted = ~torch.isnan(per_image["abs_rel"])
+    summary = {k: (float(v[counted].mean()) if counted.any() else float("nan")) for k, v in per_image.items()}
+    summary["n_images"] = int(counted.sum())
+    return {"summary": summary, "per_image": {k: v.numpy() for k, v in per_image.items()}}
+
+
+def sky_masks(pred: ArrayLike, target: ArrayLike, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted sky, true sky)`` boolean maps: a prediction beyond ``max_depth`` (the clip's
+    upper end, ``inf`` included) says "no surface here"; the ground truth's sky is ``inf``."""
+    p, t = _as_tensor(pred, "pred").double(), _as_tensor(target, "target").double()
+    _check_same_shape(p, t, "pred and target")
+    if not math.isfinite(max_depth):
+        raise ValueError("sky_iou needs a finite max_depth (the dataset's range)")
+    return p > max_depth, torch.isinf(t) & (t > 0)
+
+
+def sky_iou(pred: ArrayLike, target: ArrayLike, max_depth: float) -> dict[str, float]:
+    """Sky detection, scored on its own because clipping hides it from the depth metrics: the
+    binary IoU of "predicted beyond ``max_depth``" against "ground truth is sky", pooled over all
+    pixels of all images (``nan`` when neither has a sky pixel)."""
+    ps, ts = sky_masks(pred, target, max_depth)
+    inter, union = int((ps & ts).sum()), int((ps | ts).sum())
+    return {"iou": inter / union if union else float("nan"), "predicted_fraction": float(ps.double().mean()),
+            "true_fraction": float(ts.double().mean())}
 
 
 # --------------------------------------------------------------------------- normals

@@ -257,10 +257,12 @@ def retention_report(base_generator, tuned_generator, split, segmenter, *, n: in
     generators were not trained on), the same noise (``seed``) and the same ``segmenter``.
     ``sampling`` goes to ``pipe.generate`` (``num_inference_steps``, ``text_guidance``).
 
-    Returns ``{"denoising_loss": {"base", "tuned", "difference" (tuned - base mean; > 0 = worse)},
-    "prompt_adherence": {"base", "tuned": prompt_adherence results, "difference": per aggregate
-    score (tuned - base; < 0 = worse)}, "n", "seed"}``.
+    Returns ``{"denoising_loss": {"base", "tuned", "difference" (tuned - base mean; > 0 = worse),
+    "difference_ci95"}, "prompt_adherence": {"base", "tuned": prompt_adherence results, "difference":
+    per aggregate score (tuned - base; < 0 = worse), "difference_ci95"}, "n", "seed"}``; each
+    ``difference_ci95`` is the 95% paired bootstrap interval over the examples / prompts.
     """
+    from banana.evaluation.uncertainty import mean_over_images, paired_difference
     from banana.pipeline import BananaPipeline
 
     if base_generator.config.prediction_type != tuned_generator.config.prediction_type:
@@ -272,7 +274,27 @@ def retention_report(base_generator, tuned_generator, split, segmenter, *, n: in
                                         seed=seed, batch_size=batch_size, **sampling)
                  for name, g in (("base", base_generator), ("tuned", tuned_generator))}
     scores = ("object_presence", "object_color", "prompt_presence", "prompt_correct")
-    return {"denoising_loss": {**losses, "difference": losses["tuned"]["mean"] - losses["base"]["mean"]},
+    # Paired bootstrap over the same examples / prompts (banana.evaluation.uncertainty): how sure is the difference?
+    per_example = {name: mean_over_images(np.asarray(losses[name]["per_example"]).mean(axis=0)) for name in losses}
+    adherence_stats = {name: _adherence_statistics(adherence[name]["records"]) for name in adherence}
+    loss_ci = paired_difference(per_example["tuned"], per_example["base"])[1:]
+    adherence_ci = {s: list(paired_difference(adherence_stats["tuned"][s], adherence_stats["base"][s])[1:])
+                    for s in scores}
+    return {"denoising_loss": {**losses, "difference": losses["tuned"]["mean"] - losses["base"]["mean"],
+                               "difference_ci95": list(loss_ci)},
             "prompt_adherence": {**adherence, "difference": {s: adherence["tuned"]["aggregate"][s]
-                                                             - adherence["base"]["aggregate"][s] for s in scores}},
+                                                             - adherence["base"]["aggregate"][s] for s in scores},
+                                 "difference_ci95": adherence_ci},
             "n": len(prompts), "seed": seed}
+
+
+def _adherence_statistics(records: Sequence[Mapping]) -> dict:
+    """Per-prompt statistics of :func:`_aggregate`'s scores, for bootstrap intervals over prompts."""
+    from banana.evaluation.uncertainty import mean_over_images, pooled_ratio
+
+    objects = lambda key: np.asarray([sum(o[key] for o in r["objects"]) for r in records], np.float64)  # noqa: E731
+    counts = np.asarray([len(r["objects"]) for r in records], np.float64)
+    return {"object_presence": pooled_ratio(objects("present"), counts),
+            "object_color": pooled_ratio(objects("color_correct"), counts),
+            "prompt_presence": mean_over_images(np.asarray([r["all_present"] for r in records], np.float64)),
+            "prompt_correct": mean_over_images(np.asarray([r["correct"] for r in records], np.float64))}

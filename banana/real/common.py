@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["REAL_FORMAT", "REAL_VERSION", "IGNORE_INDEX", "CROP_POLICIES", "DatasetSpec", "dataset_spec",
+__all__ = ["REAL_FORMAT", "REAL_VERSION", "IGNORE_INDEX", "CROP_POLICIES", "DatasetSpec", "dataset_spec", "world_spec",
            "output_size", "crop_box", "resize_rgb", "resize_nearest", "read_rgb", "read_gray", "check_dir",
            "write_dataset", "load_real"]
 
@@ -54,34 +54,50 @@ CROP_POLICIES = ("center", "full")
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """What a dataset offers: its ``tasks``, and for segmentation its ``class_names`` (id order),
-    canonical ``palette`` (class -> RGB) and ``ignore_index``."""
+    """What a dataset offers: its ``tasks``, for segmentation its ``class_names`` (id order),
+    canonical ``palette`` (class -> RGB) and ``ignore_index``, and for depth the valid range
+    ``[min_depth, max_depth]`` in metres that evaluation scores inside (predictions are clipped into
+    it, ground truth outside it is not scored: :func:`banana.evaluation.metrics.depth_metrics`)."""
 
     name: str
     tasks: tuple[str, ...]
     class_names: tuple[str, ...] = ()
     palette: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
     ignore_index: int = IGNORE_INDEX
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+
+    def __post_init__(self):
+        if not 0 <= self.min_depth < self.max_depth < float("inf"):
+            raise ValueError(f"a dataset's depth range needs 0 <= min_depth < max_depth < inf, got "
+                             f"[{self.min_depth}, {self.max_depth}]")
+
+    @property
+    def depth_range(self) -> tuple[float, float]:
+        return float(self.min_depth), float(self.max_depth)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": REAL_FORMAT, "dataset": self.name, "tasks": list(self.tasks),
                 "class_names": list(self.class_names),
                 "canonical_palette": {k: list(v) for k, v in self.palette.items()},
-                "ignore_index": self.ignore_index}
+                "ignore_index": self.ignore_index, "min_depth": self.min_depth, "max_depth": self.max_depth}
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> "DatasetSpec":
         palette = {str(k): tuple(int(c) for c in v) for k, v in record.get("canonical_palette", {}).items()}
         return cls(name=str(record["dataset"]), tasks=tuple(record["tasks"]),
                    class_names=tuple(record.get("class_names", ())), palette=palette,
-                   ignore_index=int(record.get("ignore_index", IGNORE_INDEX)))
+                   ignore_index=int(record.get("ignore_index", IGNORE_INDEX)),
+                   min_depth=float(record.get("min_depth", 1e-3)), max_depth=float(record.get("max_depth", 10.0)))
 
 
-def _world_spec() -> DatasetSpec:
+def world_spec() -> DatasetSpec:
+    """The synthetic world's spec: every task, ``CLASS_NAMES``, the canonical palette, its depth range."""
     from banana.tasks import TASKS
-    from banana.world import CANONICAL_PALETTE, CLASS_NAMES
+    from banana.world import CANONICAL_PALETTE, CLASS_NAMES, MAX_DEPTH, MIN_DEPTH
 
-    return DatasetSpec("world", tuple(TASKS), tuple(CLASS_NAMES), CANONICAL_PALETTE)
+    return DatasetSpec("world", tuple(TASKS), tuple(CLASS_NAMES), CANONICAL_PALETTE,
+                       min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
 
 
 def dataset_spec(split) -> DatasetSpec:
@@ -100,7 +116,7 @@ def dataset_spec(split) -> DatasetSpec:
             record = None
         if isinstance(record, dict) and record.get("format") == REAL_FORMAT:
             return DatasetSpec.from_dict(record)
-    return _world_spec()
+    return world_spec()
 
 
 # --------------------------------------------------------------------------- geometry

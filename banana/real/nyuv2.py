@@ -52,8 +52,10 @@ CITATION = "Silberman, Hoiem, Kohli, Fergus, Indoor Segmentation and Support Inf
 DESCRIPTION = "a photo of a room"
 
 
-def nyuv2_spec(with_normals: bool) -> DatasetSpec:
-    return DatasetSpec("nyuv2", ("depth", "normals") if with_normals else ("depth",))
+def nyuv2_spec(with_normals: bool, min_depth: float = 1e-3, max_depth: float = 10.0) -> DatasetSpec:
+    """NYUv2's spec; its valid depth range (the peers' 1e-3..10 m) is also the evaluation range."""
+    return DatasetSpec("nyuv2", ("depth", "normals") if with_normals else ("depth",),
+                       min_depth=float(min_depth), max_depth=float(max_depth))
 
 
 def _by_stem(directory: Path, extensions: Sequence[str]) -> dict[str, Path]:
@@ -202,7 +204,7 @@ def build_nyuv2(root: str | os.PathLike, out_dir: str | os.PathLike, resolution:
                                      f"{input_size[0]}x{input_size[1]}; all images of a build must share a size")
     r0, r1, c0, c1 = crop_box(*input_size, crop)
     h, w = output_size(r1 - r0, c1 - c0, resolution, crop)
-    spec = nyuv2_spec(normals)
+    spec = nyuv2_spec(normals, min_depth, max_depth)
     sizes = {split: len(t) for split, t in triples.items()}
     record = {
         **spec.to_dict(), "real_version": REAL_VERSION, "source_dir": str(root.resolve()),

@@ -181,7 +181,15 @@ def _resolve_generator(config: TrainConfig, generator, world_dir=None):
             resolution = int(read_world_config(world_dir)["config"]["resolution"])
         return load_generator(path, resolution=resolution), str(Path(path).resolve())
     if config.stage == "pretrain":
-        return BananaGenerator.from_preset(config.profile, seed=config.seed), None
+        # the vocabulary takes the dataset's class names and descriptions, so every prompt fits (the world's: unchanged)
+        from banana.real.common import dataset_spec
+        from banana.world import load_world
+
+        texts, class_names = [], None
+        if world_dir is not None:
+            split = load_world(world_dir)[config.split]
+            class_names, texts = dataset_spec(split).class_names, sorted(set(split["description"]))
+        return BananaGenerator.from_preset(config.profile, seed=config.seed, class_names=class_names, texts=texts), None
     raise ValueError("stage='tune' needs a base generator: pass generator=<BananaGenerator or directory> "
                      "or set TrainConfig.base_model")
 

@@ -18,12 +18,12 @@ from .dataset import (CONFIG_FILE, WORLD_PRESETS, WORLD_VERSION, WorldConfig, bu
                       read_world_config, world_features)
 from .render import camera_intrinsics, object_pixel_counts, pixel_rays, render_sample, render_scene
 from .scene import (CANONICAL_PALETTE, CLASS_IDS, CLASS_NAMES, COLOR_VOCABULARY, HELD_OUT_COMBINATIONS,
-                    OBJECT_CLASS_IDS, OBJECT_SHAPES, SPLIT_ID, SPLITS, SURFACE_COLORS, Camera, Floor, Light,
+                    MAX_DEPTH, MIN_DEPTH, OBJECT_CLASS_IDS, OBJECT_SHAPES, SPLIT_ID, SPLITS, SURFACE_COLORS, Camera, Floor, Light,
                     ObjectSpec, Scene, Wall, sample_scene)
 
 __all__ = [
     "CLASS_NAMES", "CLASS_IDS", "CANONICAL_PALETTE", "COLOR_VOCABULARY", "SURFACE_COLORS", "HELD_OUT_COMBINATIONS",
-    "OBJECT_SHAPES", "OBJECT_CLASS_IDS", "SPLITS", "SPLIT_ID",
+    "OBJECT_SHAPES", "OBJECT_CLASS_IDS", "SPLITS", "SPLIT_ID", "MIN_DEPTH", "MAX_DEPTH",
     "Scene", "ObjectSpec", "Floor", "Wall", "Camera", "Light", "sample_scene",
     "render_scene", "render_sample", "pixel_rays", "camera_intrinsics", "object_pixel_counts",
     "WorldConfig", "WORLD_PRESETS", "WORLD_VERSION", "CONFIG_FILE", "world_features", "build_world", "load_world",

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .render import render_sample
-from .scene import CANONICAL_PALETTE, CLASS_NAMES, COLOR_VOCABULARY, HELD_OUT_COMBINATIONS
+from .scene import CANONICAL_PALETTE, CLASS_NAMES, COLOR_VOCABULARY, HELD_OUT_COMBINATIONS, MAX_DEPTH, MIN_DEPTH
 
 __all__ = ["WorldConfig", "WORLD_PRESETS", "WORLD_VERSION", "CONFIG_FILE", "world_features", "build_world",
            "load_world", "read_world_config"]
@@ -130,6 +130,8 @@ def _config_record(config: WorldConfig) -> dict[str, Any]:
         "class_names": list(CLASS_NAMES),
         "canonical_palette": {k: list(v) for k, v in CANONICAL_PALETTE.items()},
         "held_out_combinations": [list(c) for c in sorted(HELD_OUT_COMBINATIONS)],
+        # the evaluation protocol's valid depth range (banana.evaluation.metrics), from the geometry
+        "depth_range": {"min_depth": MIN_DEPTH, "max_depth": MAX_DEPTH},
         "color_vocabulary": {k: list(v) for k, v in COLOR_VOCABULARY.items()},
         "fields": {
             "image": f"uint8 [3, {r}, {r}]", "depth": f"float32 [{r}, {r}] z-depth metres, inf = sky",

@@ -40,7 +40,7 @@ import numpy as np
 
 __all__ = [
     "CLASS_NAMES", "CLASS_IDS", "OBJECT_SHAPES", "OBJECT_CLASS_IDS", "CANONICAL_PALETTE", "COLOR_VOCABULARY",
-    "SURFACE_COLORS", "HELD_OUT_COMBINATIONS", "SPLITS", "SPLIT_ID", "FLOOR_HALF_SIZE",
+    "SURFACE_COLORS", "HELD_OUT_COMBINATIONS", "SPLITS", "SPLIT_ID", "FLOOR_HALF_SIZE", "MIN_DEPTH", "MAX_DEPTH",
     "ObjectSpec", "Floor", "Wall", "Camera", "Light", "Scene", "sample_scene",
 ]
 
@@ -110,6 +110,22 @@ _PLACEMENT_MARGIN = 0.08    # minimum gap between bounding circles
 _NEAR_FAR_MARGIN = 0.6      # metres in front of / behind the look-at depth for "near" / "far"
 _VISIBILITY_RESOLUTION = 32  # cameras are retried until every object covers ...
 _VISIBILITY_MIN_PIXELS = 4   # ... at least this many pixel centres at this resolution (if possible)
+_CAMERA_DISTANCE = (2.5, 4.5)  # metres from the objects' centre, before backing off
+_CAMERA_HEIGHT = (1.0, 2.0)    # metres above the floor
+_CAMERA_TRIES = 30             # camera draws per scene ...
+_CAMERA_BACKOFF = 0.2          # ... each failed one moves the next this much further back (metres)
+
+#: The world's valid depth range in metres, the evaluation protocol's ``[min_depth, max_depth]``
+#: (:func:`banana.evaluation.metrics.depth_metrics` clips predictions into it). ``MAX_DEPTH`` is a
+#: bound from the geometry, not a measurement: the camera stands at most ``_OBJECT_AREA * sqrt 2 +
+#: 4.5 + 29 * 0.2`` m from the origin horizontally and 2 m high, and every finite surface (floor,
+#: walls, objects) lies within the floor square, at most ``FLOOR_HALF_SIZE * sqrt 2`` m from the
+#: origin; a z-depth is at most the ray's length, so no finite ground-truth depth exceeds the
+#: rounded-up distance between the two. ``MIN_DEPTH`` is the NYUv2 convention (1 mm).
+MIN_DEPTH = 1e-3
+MAX_DEPTH = float(math.ceil(math.hypot(
+    (FLOOR_HALF_SIZE + _OBJECT_AREA) * math.sqrt(2) + _CAMERA_DISTANCE[1] + (_CAMERA_TRIES - 1) * _CAMERA_BACKOFF,
+    _CAMERA_HEIGHT[1])))
 
 
 @dataclass
@@ -528,10 +544,10 @@ def sample_scene(seed: int, split: str, index: int) -> Scene:
 
     best, best_fewest = None, None
     distance_boost = 0.0
-    for _attempt in range(30):
+    for _attempt in range(_CAMERA_TRIES):
         az = math.radians(_u(rng, -30.0, 30.0))
-        dist = _u(rng, 2.5, 4.5) + distance_boost
-        height = _u(rng, 1.0, 2.0)
+        dist = _u(rng, *_CAMERA_DISTANCE) + distance_boost
+        height = _u(rng, *_CAMERA_HEIGHT)
         target = (cx, _u(rng, 0.2, 0.45), cz)
         fov = _u(rng, 45.0, 65.0)
         yaw_jit, pitch_jit = _u(rng, -3.0, 3.0), _u(rng, -3.0, 3.0)
@@ -542,7 +558,7 @@ def sample_scene(seed: int, split: str, index: int) -> Scene:
         camera = Camera(position=pos, look_at=target, yaw_deg=yaw + yaw_jit, pitch_deg=pitch + pitch_jit,
                         fov_deg=fov)
         if not (_in_frame(camera, objects) and _signed_distance(back, pos) > 1.0):
-            distance_boost += 0.2  # move back a little until everything fits
+            distance_boost += _CAMERA_BACKOFF  # move back a little until everything fits
             if best is None:
                 best = camera  # fallback, replaced by any framed camera
             continue

@@ -317,7 +317,7 @@ def run_grid(notebook: str | Path, grid: str | Path | GridSpec, out_dir: str | P
     from tqdm.auto import tqdm
 
     from banana.provenance import run_info
-    from banana.reproduce import REPO_ROOT, notebook_path
+    from banana.paths import REPO_ROOT, notebook_path
 
     notebook = notebook_path(notebook) if not Path(notebook).suffix else Path(notebook)
     if not notebook.is_file():
@@ -484,7 +484,7 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
 
 def _display_path(path: str | Path) -> str:
     """``path`` relative to the repository when it is inside it (reports stay machine-independent)."""
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
 
     path = Path(path).resolve()
     try:
@@ -498,7 +498,7 @@ def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name:
     into ``reports_dir`` (default ``reports/<grid name>``). Returns the written paths."""
     import pandas as pd
 
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
 
     frame, stored = collect(grid_dir)
     name = name or stored.get("name") or Path(grid_dir).name

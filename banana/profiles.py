@@ -17,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-PROFILES = ("smoke", "cpu", "gpu")
+from banana.paths import PROFILES
 
 NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "01_task_as_image": {
@@ -81,7 +81,7 @@ def notebook_settings(notebook: str, profile: str, **given: Any) -> SimpleNamesp
 def base_generator_dir(profile: str) -> Path:
     """The base generator every tuning notebook starts from: the shipped one for ``profile``
     (``data/generators/base-PROFILE``) when it exists, else notebook 03's run."""
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
     from banana.training.publish import shipped_generator_dir
 
     shipped = Path(shipped_generator_dir(profile))
@@ -90,7 +90,7 @@ def base_generator_dir(profile: str) -> Path:
 
 def tuned_run_dir(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> Path:
     """Notebook 04's default run directory (``runs/tune-PROFILE-TUNING-rRATIO``)."""
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
 
     return REPO_ROOT / "runs" / f"tune-{profile}-{tuning}-r{mixing_ratio}"
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from .scene import CLASS_IDS, FLOOR_HALF_SIZE, SPLIT_ID, Camera, Scene, sample_scene
+from .scene import CLASS_IDS, FLOOR_HALF_SIZE, SPLIT_ID, Camera, Scene
 
-__all__ = ["render_scene", "render_sample", "camera_intrinsics", "pixel_rays", "object_pixel_counts"]
+__all__ = ["render_scene", "camera_intrinsics", "pixel_rays", "object_pixel_counts"]
 
 _EPS_OFFSET = 1e-4   # shadow-ray origin offset along the normal (metres)
 _T_MIN = 1e-6        # smallest accepted ray parameter
@@ -441,7 +441,7 @@ def pixel_rays(scene: Scene | Camera, resolution: int, offsets: np.ndarray | Non
 def object_pixel_counts(objects, camera: Camera, resolution: int) -> np.ndarray:
     """Pixel-centre ray hits per object (index i -> ``objects[i]``), objects alone (no floor/walls).
 
-    Used by :func:`~banana.world.scene.sample_scene` to choose a camera that sees every object.
+    Used by :func:`~banana.world.sampler.sample_scene` to choose a camera that sees every object.
     """
     groups = [_Group(_object_prims(obj), bound=(_col(obj.position), obj.sphere_radius * 1.001 + 1e-6))
               for obj in objects]
@@ -569,8 +569,3 @@ def render_scene(scene: Scene, resolution: int = 32, spp: int = 1) -> dict[str, 
         "description": scene.describe(), "objects": json.dumps(infos), "index": scene.index,
         "split": scene.split, "seed": scene.seed, "fov_deg": float(scene.camera.fov_deg),
     }
-
-
-def render_sample(seed: int, split: str, index: int, resolution: int = 32, spp: int = 1) -> dict[str, Any]:
-    """``render_scene(sample_scene(seed, split, index), resolution, spp)``: a pure function of its inputs."""
-    return render_scene(sample_scene(seed, split, index), resolution=resolution, spp=spp)

@@ -240,7 +240,7 @@ def cmd_vae_ceiling(args: argparse.Namespace) -> int:
     import torch
 
     from banana.evaluation.ceiling import ceiling_table, vae_codec_ceiling
-    from banana.latent import load_vae
+    from banana.models.latent import load_vae
     from banana.world import CANONICAL_PALETTE, load_world
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -256,6 +256,16 @@ def cmd_vae_ceiling(args: argparse.Namespace) -> int:
         frame.to_csv(args.out, index=False)
         print(f"wrote {args.out}")
     return 0
+
+
+def cmd_architecture(args: argparse.Namespace) -> int:
+    from banana.architecture import cycles, draw_architecture, import_graph
+
+    found = cycles(import_graph())
+    print(f"wrote {draw_architecture(args.out)}")
+    if found:
+        print("import cycles: " + "; ".join(" <-> ".join(c) for c in found))
+    return 1 if found else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--base", default=None,
                       help="base generator dir (default: data/generators/base-<profile>), or a local Stable-Diffusion-"
                            "family checkpoint dir (model_index.json, unet/, vae/, ...): tuned in latent space at the "
-                           "world's resolution (banana.latent)")
+                           "world's resolution (banana.models.latent)")
     tune.add_argument("--tuning", choices=("lora", "full"), default="lora", help="LoRA adapters or full tuning")
     tune.add_argument("--mixing-ratio", dest="mixing_ratio", type=float, default=0.5,
                       help="fraction of each batch drawn from vision-task examples")
@@ -427,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     ceiling.add_argument("--device", default=None, help="default cuda if available, else cpu")
     ceiling.add_argument("--out", default=None, help="also write the tidy table as CSV here")
     ceiling.set_defaults(func=cmd_vae_ceiling)
+
+    arch = commands.add_parser("architecture", help="draw the package's rooms and import arrows",
+                               description="Read every import of banana/ (lazy ones included), draw the "
+                                           "subpackages on floors with their import arrows, and fail on a cycle.")
+    arch.add_argument("--out", default="reports/figures/architecture.png", help="PNG to write")
+    arch.set_defaults(func=cmd_architecture)
     return parser
 
 

@@ -31,7 +31,7 @@ adapter-name-free keys from ``get_peft_model_state_dict``, the format diffusers 
 onto the wrong base is an error, not a silent mismatch), the codec settings the prompts and
 targets were made with, and any caller metadata (e.g. the base model path).
 
-A latent generator (:mod:`banana.latent`) writes its adapter in the diffusers LoRA format instead
+A latent generator (:mod:`banana.models.latent`) writes its adapter in the diffusers LoRA format instead
 (``pytorch_lora_weights.safetensors`` + ``conv_in.safetensors`` + ``adapter_config.json`` with
 ``format_version`` 2); :func:`save_adapter` / :func:`load_adapter` dispatch to it.
 """
@@ -53,9 +53,10 @@ DEFAULT_LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_NAME = "default"
-_FORMAT = "banana-adapter"
+ADAPTER_FORMAT = "banana-adapter"
+_FORMAT = ADAPTER_FORMAT     # the old private name, for callers not yet updated
 _FORMAT_VERSION = 1          # what save_adapter writes for pixel generators
-_READABLE_VERSION = 2        # 2: a latent generator's diffusers-format adapter (banana.latent)
+_READABLE_VERSION = 2        # 2: a latent generator's diffusers-format adapter (banana.models.latent)
 
 
 def has_lora(generator) -> bool:
@@ -84,7 +85,7 @@ def add_lora(generator, rank: int = 8, targets: Sequence[str] = DEFAULT_LORA_TAR
                                           init_lora_weights=init, lora_dropout=0.0),
                                adapter_name=ADAPTER_NAME)   # freezes every base UNet weight
     generator.unet.conv_in.requires_grad_(True)
-    # A latent generator (banana.latent) keeps its CLIP text encoder frozen unless configured otherwise.
+    # A latent generator (banana.models.latent) keeps its CLIP text encoder frozen unless configured otherwise.
     generator.text_encoder.requires_grad_(bool(getattr(generator, "lora_trains_text_encoder", True)))
     return generator
 
@@ -148,7 +149,7 @@ def save_adapter(generator, directory: str | Path, metadata: Mapping[str, Any] |
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    from banana.provenance import _jsonable
+    from banana.provenance import jsonable
 
     if not has_lora(generator):
         raise ValueError("the generator has no LoRA adapter: call add_lora first (or save_pretrained "
@@ -164,20 +165,20 @@ def save_adapter(generator, directory: str | Path, metadata: Mapping[str, Any] |
     tensors.update({f"conv_in.{k}": v for k, v in unet.conv_in.state_dict().items()})
     tensors.update({f"text_encoder.{k}": v for k, v in generator.text_encoder.state_dict().items()})
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    save_file(tensors, str(directory / ADAPTER_WEIGHTS), metadata={"format": _FORMAT})
+    save_file(tensors, str(directory / ADAPTER_WEIGHTS), metadata={"format": ADAPTER_FORMAT})
 
     peft_config = unet.peft_config[ADAPTER_NAME]
     metadata = dict(metadata or {})
     metadata.setdefault("codecs", codec_settings())
     record = {
-        "format": _FORMAT, "format_version": _FORMAT_VERSION,
+        "format": ADAPTER_FORMAT, "format_version": _FORMAT_VERSION,
         "rank": int(peft_config.r), "alpha": int(peft_config.lora_alpha),
         "targets": sorted(peft_config.target_modules), "init": peft_config.init_lora_weights,
         "trains": ["lora", "unet.conv_in", "text_encoder"],
         "base_fingerprint": base_fingerprint(generator),
         "generator_config": generator.config.to_dict(),
         "num_tensors": {"lora": len(lora_state), "total": len(tensors)},
-        "metadata": _jsonable(metadata),
+        "metadata": jsonable(metadata),
     }
     (directory / ADAPTER_CONFIG).write_text(json.dumps(record, indent=1) + "\n")
     return directory
@@ -190,7 +191,7 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{directory} is not a saved banana adapter (needs {ADAPTER_CONFIG} "
                                 f"and {ADAPTER_WEIGHTS})")
     record = json.loads(path.read_text())
-    if record.get("format") != _FORMAT:
+    if record.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{path} is not a banana adapter (format {record.get('format')!r})")
     if record.get("format_version", 0) > _READABLE_VERSION:
         raise ValueError(f"{path} has format_version {record['format_version']}; this banana reads "
@@ -214,7 +215,7 @@ def load_adapter(base_generator, directory: str | Path, check_base: bool = True)
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from banana.models import GeneratorConfig
+    from banana.models.config import GeneratorConfig
 
     if hasattr(base_generator, "load_adapter"):   # a latent generator reads the diffusers LoRA format
         return base_generator.load_adapter(directory, check_base=check_base)
@@ -222,7 +223,7 @@ def load_adapter(base_generator, directory: str | Path, check_base: bool = True)
     record = read_adapter_config(directory)
     if record.get("weights_format", "banana") != "banana":
         raise ValueError(f"{directory} holds a latent generator's adapter ({record['weights_format']}); load it "
-                         "onto a banana.latent.LatentGenerator")
+                         "onto a banana.models.latent.LatentGenerator")
     saved_config = GeneratorConfig.from_dict(record["generator_config"])
     if saved_config != base_generator.config:
         diffs = [k for k, v in saved_config.to_dict().items() if base_generator.config.to_dict().get(k) != v]

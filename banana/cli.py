@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from banana.paths import PROFILES
+
 
 def _world_config_from_args(args: argparse.Namespace):
     import dataclasses
@@ -204,7 +206,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     import signal
 
     from banana.grid import grid_summary, load_grid, run_grid
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
 
     # `kill <pid>` should stop a grid as cleanly as Ctrl-C: running points are killed and left
     # without a status (redone next time); finished points stay finished.
@@ -233,6 +235,39 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vae_ceiling(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from banana.evaluation.ceiling import ceiling_table, vae_codec_ceiling
+    from banana.models.latent import load_vae
+    from banana.world import CANONICAL_PALETTE, load_world
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    split = load_world(args.world)[args.split]
+    rows = split[0:min(args.n, len(split))]
+    vae = load_vae(args.vae).to(device)
+    frame = vae_codec_ceiling(vae, np.asarray(rows["semantic"]), np.asarray(rows["depth"]),
+                              np.asarray(rows["normals"]), CANONICAL_PALETTE, batch_size=args.batch_size)
+    table = ceiling_table(frame, {"segmentation": ("miou",), "depth": ("abs_rel", "delta1"), "normals": ("mean",)})
+    print(table.round(4).to_markdown())
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_architecture(args: argparse.Namespace) -> int:
+    from banana.architecture import cycles, draw_architecture, import_graph
+
+    found = cycles(import_graph())
+    print(f"wrote {draw_architecture(args.out)}")
+    if found:
+        print("import cycles: " + "; ".join(" <-> ".join(c) for c in found))
+    return 1 if found else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="banana", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       description="Render train/val/test/held_out splits and save them with "
                                                   "datasets.save_to_disk. Reuses an identical existing build; "
                                                   "refuses to overwrite a different one without --overwrite.")
-    build.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
+    build.add_argument("--profile", choices=PROFILES, default="cpu",
                        help="preset sizes (default: cpu); the options below override single values")
     build.add_argument("--out", default=None, help="output directory (default: data/world/<profile>)")
     build.add_argument("--resolution", type=int, default=None, help="image side in pixels")
@@ -280,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(commands)
 
     def training_options(sub: argparse.ArgumentParser, steps: int, lr: float) -> None:
-        sub.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
+        sub.add_argument("--profile", choices=PROFILES, default="cpu",
                          help="generator preset and default world (data/world/<profile>)")
         sub.add_argument("--world-dir", dest="world_dir", default=None, help="built world to train on")
         sub.add_argument("--run-dir", dest="run_dir", default=None, help="run directory (resumed if it has a checkpoint)")
@@ -318,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--base", default=None,
                       help="base generator dir (default: data/generators/base-<profile>), or a local Stable-Diffusion-"
                            "family checkpoint dir (model_index.json, unet/, vae/, ...): tuned in latent space at the "
-                           "world's resolution (banana.latent)")
+                           "world's resolution (banana.models.latent)")
     tune.add_argument("--tuning", choices=("lora", "full"), default="lora", help="LoRA adapters or full tuning")
     tune.add_argument("--mixing-ratio", dest="mixing_ratio", type=float, default=0.5,
                       help="fraction of each batch drawn from vision-task examples")
@@ -354,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     repro = commands.add_parser("reproduce", help="execute the numbered notebooks end to end",
                                 description="Run notebooks 01, 02, ... through papermill with one profile "
                                             "and seed; executed copies and figures go to reports/.")
-    repro.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
+    repro.add_argument("--profile", choices=PROFILES, default="cpu",
                        help="sizes for every notebook (default: cpu, the committed reports)")
     repro.add_argument("--seed", type=int, default=0, help="one seed for data, init and noise")
     repro.add_argument("--reports-dir", dest="reports_dir", default=None,
@@ -371,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "fresh kernel; finished points are skipped on a rerun.")
     grid.add_argument("notebook", help="notebook path or name, e.g. notebooks/06_ablate_mixing_ratio.ipynb")
     grid.add_argument("--grid", required=True, help="grid file, e.g. grids/mixing_ratio.yaml")
-    grid.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="cpu",
+    grid.add_argument("--profile", choices=PROFILES, default="cpu",
                       help="passed to every point; selects the grid file's profile override")
     grid.add_argument("--workers", type=int, default=1, help="points run in parallel (default 1)")
     grid.add_argument("--threads", type=int, default=None,
@@ -389,6 +424,25 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("grid_dir", help="a folder written by `banana grid`, e.g. runs/mixing_ratio")
     agg.add_argument("--out", default=None, help="report folder (default: reports/<grid name>)")
     agg.set_defaults(func=cmd_aggregate)
+
+    ceiling = commands.add_parser("vae-ceiling", help="codec ceiling through a VAE round trip",
+                                  description="ground truth -> codec -> 8-bit -> VAE encode/decode -> 8-bit -> "
+                                              "codec decode -> metric, next to the plain 8-bit ceiling")
+    ceiling.add_argument("vae", help="VAE folder, SD-family checkpoint (uses vae/) or saved LatentGenerator")
+    ceiling.add_argument("--world", required=True, help="a built banana world (its resolution must divide by the "
+                                                         "VAE's factor: 8 for SD)")
+    ceiling.add_argument("--split", default="test", help="world split (default test)")
+    ceiling.add_argument("-n", type=int, default=64, help="scenes scored (default 64)")
+    ceiling.add_argument("--batch-size", type=int, default=16, help="images per VAE call")
+    ceiling.add_argument("--device", default=None, help="default cuda if available, else cpu")
+    ceiling.add_argument("--out", default=None, help="also write the tidy table as CSV here")
+    ceiling.set_defaults(func=cmd_vae_ceiling)
+
+    arch = commands.add_parser("architecture", help="draw the package's rooms and import arrows",
+                               description="Read every import of banana/ (lazy ones included), draw the "
+                                           "subpackages on floors with their import arrows, and fail on a cycle.")
+    arch.add_argument("--out", default="reports/figures/architecture.png", help="PNG to write")
+    arch.set_defaults(func=cmd_architecture)
     return parser
 
 

@@ -9,15 +9,19 @@ the notebooks' parameters cells flat literals, as papermill needs.
 * ``cpu``: the committed reports; ``banana reproduce`` (notebooks 01-07) within 20 minutes on a
   2-core laptop, which is what sizes these numbers.
 * ``gpu``: sized for one H100-class card.
+
+:func:`notebook_setup` is every notebook's setup cell in one call: the profile's settings, the
+resolved folders (world, base generator, runs, reports) and the world itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-PROFILES = ("smoke", "cpu", "gpu")
+from banana.paths import PROFILES
 
 NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "01_task_as_image": {
@@ -81,7 +85,7 @@ def notebook_settings(notebook: str, profile: str, **given: Any) -> SimpleNamesp
 def base_generator_dir(profile: str) -> Path:
     """The base generator every tuning notebook starts from: the shipped one for ``profile``
     (``data/generators/base-PROFILE``) when it exists, else notebook 03's run."""
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
     from banana.training.publish import shipped_generator_dir
 
     shipped = Path(shipped_generator_dir(profile))
@@ -90,7 +94,7 @@ def base_generator_dir(profile: str) -> Path:
 
 def tuned_run_dir(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> Path:
     """Notebook 04's default run directory (``runs/tune-PROFILE-TUNING-rRATIO``)."""
-    from banana.reproduce import REPO_ROOT
+    from banana.paths import REPO_ROOT
 
     return REPO_ROOT / "runs" / f"tune-{profile}-{tuning}-r{mixing_ratio}"
 
@@ -105,3 +109,96 @@ def tuning_config(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5,
     return TrainConfig(stage="tune", tuning=tuning, mixing_ratio=mixing_ratio, profile=profile, seed=seed,
                        max_steps=settings.max_steps, batch_size=settings.batch_size, learning_rate=learning_rate,
                        checkpoint_every=max(1, settings.max_steps // 5))
+
+
+#: The default folders of the parameters cells (``../runs/...``, ``../data/world/PROFILE``):
+#: relative to the folder a notebook runs in (``notebooks/``, papermill's cwd), as they always were;
+#: ``banana reproduce --runs-dir/--world-dir`` passes explicit paths instead.
+NOTEBOOK_RUNS_DIR = Path("../runs")
+NOTEBOOK_WORLD_DIR = Path("../data/world")
+
+#: What :func:`notebook_setup` resolves for each notebook:
+#:
+#: * ``world``: ``None`` (no world), ``"path"`` (only ``world_dir``; the notebook builds it in view),
+#:   ``"build"`` (:func:`~banana.world.build_world`, its result is the world), ``"load"``
+#:   (:func:`~banana.world.load_world`; it must exist), ``"build+load"`` (build if missing, then load);
+#: * ``base``: ``None``, ``"optional"`` or ``"required"`` (must exist): the base generator folder,
+#:   by default :func:`base_generator_dir`;
+#: * ``runs``: run-folder parameters and their default name under :data:`NOTEBOOK_RUNS_DIR`
+#:   (formatted with ``profile``, ``tuning``, ``mixing_ratio``);
+#: * ``reports``: the folders created under ``reports_dir``; ``output``: a grid point's ``output_dir``
+#:   (created).
+NOTEBOOK_SETUP: dict[str, dict[str, Any]] = {
+    "01_task_as_image": {"reports": ("figures", "tables")},
+    "02_synthetic_world": {"world": "path", "reports": ("figures", "tables")},
+    "03_pretrain_generator": {"world": "build", "runs": {"run_dir": "pretrain-{profile}"}, "reports": ("figures",)},
+    "04_instruction_tune": {"world": "build+load", "base": "required", "reports": ("figures", "tables"),
+                            "runs": {"run_dir": "tune-{profile}-{tuning}-r{mixing_ratio}"}},
+    "05_evaluate": {"world": "load", "base": "optional", "reports": ("figures", "tables"),
+                    "runs": {"tune_run_dir": "tune-{profile}-{tuning}-r{mixing_ratio}",
+                             "baseline_dir": "baselines-{profile}-{tuning}-r{mixing_ratio}"}},
+    "06_ablate_mixing_ratio": {"world": "build", "base": "optional", "output": True},
+    "07_ablate_decoding": {"world": "build", "base": "optional", "output": True},
+}
+
+
+def notebook_setup(notebook: str, profile: str, *, world_seed: int = 0, tuning: str = "lora",
+                   mixing_ratio: float = 0.5, world_dir: str | Path | None = None, base_dir: str | Path | None = None,
+                   reports_dir: str | Path = "../reports", output_dir: str | Path | None = None,
+                   **parameters: Any) -> SimpleNamespace:
+    """A notebook's setup cell: settings, folders and world, as :data:`NOTEBOOK_SETUP` says.
+
+    ``parameters`` are the notebook's run-folder parameters (``run_dir``, ``tune_run_dir``, ...;
+    ``None`` takes the default name under ``../runs``) and its size parameters (``None`` takes the
+    profile's, see :func:`notebook_settings`). Returns a namespace with, as they apply:
+    ``settings``, ``world_config`` (the profile's world with ``seed=world_seed``), ``output_dir``,
+    ``world_dir``, each run folder, ``base_dir``, ``figures``/``tables`` (created) and ``world``.
+    """
+    from banana.world import build_world, load_world
+
+    if notebook not in NOTEBOOK_SETUP:
+        raise ValueError(f"no setup for notebook {notebook!r}; known: {sorted(NOTEBOOK_SETUP)}")
+    recipe = NOTEBOOK_SETUP[notebook]
+    runs = {name: parameters.pop(name, None) for name in recipe.get("runs", {})}
+    settings = notebook_settings(notebook, profile, **parameters)
+    out = SimpleNamespace(settings=settings, world_config=dataclasses.replace(settings.world, seed=world_seed))
+    if recipe.get("output"):
+        if output_dir is None:
+            raise ValueError(f"{notebook} is a grid point: it needs an output_dir")
+        out.output_dir = Path(output_dir)
+        out.output_dir.mkdir(parents=True, exist_ok=True)
+    world = recipe.get("world")
+    if world is not None:
+        out.world_dir = Path(world_dir) if world_dir is not None else NOTEBOOK_WORLD_DIR / profile
+    for name, default in recipe.get("runs", {}).items():
+        given = runs[name]
+        setattr(out, name, Path(given) if given is not None else
+                NOTEBOOK_RUNS_DIR / default.format(profile=profile, tuning=tuning, mixing_ratio=mixing_ratio))
+    if recipe.get("base") is not None:
+        out.base_dir = Path(base_dir) if base_dir is not None else base_generator_dir(profile)
+        if recipe["base"] == "required" and not out.base_dir.is_dir():
+            raise FileNotFoundError(f"no base generator at {out.base_dir}: run notebook 03 with profile={profile!r} "
+                                    "first")
+    for folder in recipe.get("reports", ()):
+        setattr(out, folder, Path(reports_dir) / folder)
+        getattr(out, folder).mkdir(parents=True, exist_ok=True)
+    if world in ("build", "build+load"):
+        out.world = build_world(out.world_dir, out.world_config)
+    if world in ("load", "build+load"):
+        out.world = load_world(out.world_dir)
+    return out
+
+
+def decoding_run(profile: str, depth_codec: str = "metric", world_seed: int = 0,
+                 runs_dir: str | Path | None = None):
+    """``(TrainConfig, run folder)`` of the tuned run notebook 07 decodes: notebook 04's (LoRA,
+    mixing ratio 0.5, :func:`tuned_run_dir`, or that name under ``runs_dir``), or for another
+    ``depth_codec`` the same recipe with those depth targets in a run of its own (``...-CODEC``)."""
+    config = tuning_config(profile, "lora", 0.5, world_seed)
+    run_dir = tuned_run_dir(profile)
+    if runs_dir is not None:
+        run_dir = Path(runs_dir) / run_dir.name
+    if depth_codec != "metric":
+        config = dataclasses.replace(config, depth_codec=depth_codec)
+        run_dir = run_dir.with_name(f"{run_dir.name}-{depth_codec}")
+    return config, run_dir

@@ -61,16 +61,16 @@ def git_sha(cwd: str | Path | None = None) -> str | None:
     return f"{sha}-dirty" if dirty else sha
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Best-effort conversion of dataclasses, paths and numpy scalars for ``json.dump``."""
     import dataclasses
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
+        return jsonable(dataclasses.asdict(value))
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
@@ -81,9 +81,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_jsonable = jsonable   # the old private name, for callers not yet updated
+
+
 def run_info(config: Mapping[str, Any]) -> dict[str, Any]:
     """The provenance record for ``config`` (which should contain the ``seed``)."""
-    config = _jsonable(dict(config))
+    config = jsonable(dict(config))
     return {
         "config": config,
         "seed": config.get("seed"),

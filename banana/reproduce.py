@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+from banana.paths import GRID_DIR, NOTEBOOK_DIR, PROFILES, REPO_ROOT, notebook_path  # noqa: F401  (re-exported)
 
 #: The notebooks ``reproduce`` runs, in order.
 PIPELINE: tuple[str, ...] = (
@@ -29,20 +28,9 @@ PIPELINE: tuple[str, ...] = (
 #: Ablation notebooks: ``reproduce`` runs each over its grid (``grids/NAME.yaml``, the profile's
 #: size) with :func:`banana.grid.run_grid` and aggregates it into ``reports/NAME/``.
 GRIDS: dict[str, str] = {"06_ablate_mixing_ratio": "mixing_ratio", "07_ablate_decoding": "decoding"}
-GRID_DIR = REPO_ROOT / "grids"
 #: Parallel grid points per profile: two 1-thread kernels use a 2-core CPU best; one GPU, one point.
 GRID_WORKERS = {"smoke": 2, "cpu": 2, "gpu": 1}
 
-PROFILES = ("smoke", "cpu", "gpu")
-
-
-def notebook_path(name: str) -> Path:
-    """``notebooks/<name>.ipynb``, with a clear error when it is missing."""
-    path = NOTEBOOK_DIR / f"{name}.ipynb" if not str(name).endswith(".ipynb") else Path(name)
-    if not path.is_file():
-        known = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-        raise FileNotFoundError(f"notebook {path} does not exist; known notebooks: {known}")
-    return path
 
 
 def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[str, Any],

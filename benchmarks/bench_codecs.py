@@ -14,6 +14,12 @@ Columns:
                   (the decoders then work once per distinct colour)
     dec(float)    decode of the float encoding (every pixel computed)
     enc+dec       decode(encode(x)) on floats, the full float round trip
+    x base        enc+dec relative to BASELINE (the codecs before the fast paths), when the
+                  batch, size and thread count match how BASELINE was measured
+
+Targets (issue 11): >= 20 Mpix/s enc+dec on one CPU thread for segmentation (7 and 19
+classes), the default depth codec (metric warp, cube walk) and normals, with outputs
+bit-identical to the baseline code.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 # Allow running from a checkout without installing the package.
@@ -37,8 +44,18 @@ from banana.codecs import (  # noqa: E402
     NormalsCodec,
     SegmentationCodec,
     quantize,
+    random_palette,
     well_separated_palette,
 )
+
+
+#: Mpix/s of the codecs *before* the fast paths (git 92faee2, the parent of issue 11's codec
+#: work), measured with this script: ``--batch 16 --size 256 --repeats 7 --threads 1``, CPU,
+#: on the 2-core AMD EPYC development VM (torch 2.13.0+cpu).
+BASELINE_SETUP = {"batch": 16, "size": 256, "threads": 1, "device": "cpu"}
+BASELINE: dict[str, dict[str, float]] = {}
+
+COLUMNS = ("encode", "decode_8bit", "decode_float", "encode_decode")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -80,11 +97,20 @@ def main(argv=None) -> dict:
     normals = torch.randn(b, 3, s, s, generator=gen)
     normals = (normals / normals.norm(dim=1, keepdim=True)).to(device)
 
-    seg8 = SegmentationCodec({f"c{i}": c for i, c in enumerate(well_separated_palette(8, exclude=[(0, 0, 0)]))})
-    seg32 = SegmentationCodec({f"c{i}": c for i, c in enumerate(well_separated_palette(32, exclude=[(0, 0, 0)]))})
+    def seg(k: int) -> SegmentationCodec:
+        return SegmentationCodec({f"c{i}": c for i, c in enumerate(well_separated_palette(k, exclude=[(0, 0, 0)]))})
+
+    def seg_labels(k: int) -> torch.Tensor:  # classes 0..k-1 and some ignore (255) pixels
+        lab = torch.randint(0, k + 1, (b, s, s), generator=gen)
+        return lab.masked_fill_(lab == k, 255).to(device)
+
+    rng = np.random.default_rng(0)
+    seg19 = SegmentationCodec(random_palette([f"c{i}" for i in range(19)], rng))  # the unseen-palette setting
     cases = [
-        ("segmentation, 8 classes", seg8, labels),
-        ("segmentation, 32 classes", seg32, labels),
+        ("segmentation, 7 classes", seg(7), seg_labels(7)),
+        ("segmentation, 8 classes", seg(8), labels),
+        ("segmentation, 19 classes (random palette)", seg19, seg_labels(19)),
+        ("segmentation, 32 classes", seg(32), labels),
         ("depth metric+cube (default)", DepthCodec(), depth),
         ("depth affine+cube", DepthCodec(warp="affine"), depth),
         ("depth metric+gray", DepthCodec(colormap="gray"), depth),
@@ -99,7 +125,10 @@ def main(argv=None) -> dict:
         f"torch threads {torch.get_num_threads()}, device {device}"
     )
     print(f"# timing: 1 warm-up + median of {args.repeats} (time.perf_counter)")
-    print(f"{'codec (Mpix/s)':34s} {'encode':>10s} {'dec(8-bit)':>10s} {'dec(float)':>10s} {'enc+dec':>10s}")
+    setup = {"batch": b, "size": s, "threads": torch.get_num_threads(), "device": device.type}
+    compare = setup == BASELINE_SETUP and bool(BASELINE)
+    print(f"# x base: enc+dec / baseline ({'measured the same way' if compare else 'n/a: other setup than BASELINE'})")
+    print(f"{'codec (Mpix/s)':42s} {'encode':>10s} {'dec(8-bit)':>10s} {'dec(float)':>10s} {'enc+dec':>10s} {'x base':>8s}")
     results = {"batch": b, "size": s, "threads": torch.get_num_threads(), "device": str(device), "codecs": {}}
     for name, codec, x in cases:
         rgb = codec.encode(x)
@@ -113,9 +142,18 @@ def main(argv=None) -> dict:
                 lambda: codec.decode(codec.encode(x)),
             )
         ]
-        print(f"{name:34s} " + " ".join(f"{mpix / sec:10.1f}" for sec in seconds), flush=True)
-        results["codecs"][name] = dict(zip(("encode", "decode_8bit", "decode_float", "encode_decode"),
-                                           (mpix / sec for sec in seconds)))
+        row = dict(zip(COLUMNS, (mpix / sec for sec in seconds)))
+        base = BASELINE.get(name)
+        if compare and base:
+            row.update({f"x_baseline_{key}": row[key] / base[key] for key in COLUMNS if key in base})
+        ratio = f"{row['x_baseline_encode_decode']:7.1f}x" if "x_baseline_encode_decode" in row else f"{'-':>8s}"
+        print(f"{name:42s} " + " ".join(f"{mpix / sec:10.1f}" for sec in seconds) + f" {ratio}", flush=True)
+        results["codecs"][name] = row
+    if compare:
+        print(f"\n{'ratio to BASELINE':42s} {'encode':>10s} {'dec(8-bit)':>10s} {'dec(float)':>10s} {'enc+dec':>10s}")
+        for name, row in results["codecs"].items():
+            if "x_baseline_encode_decode" in row:
+                print(f"{name:42s} " + " ".join(f"{row['x_baseline_' + key]:9.1f}x" for key in COLUMNS))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return results

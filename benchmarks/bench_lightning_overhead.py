@@ -182,7 +182,7 @@ def run_lightning(preset: str, config, batches: list[dict], device: torch.device
                   workdir: Path) -> tuple[StepTimer, float]:
     import lightning as L
 
-    from banana.training.run import keep_determinism_setting, make_trainer
+    from banana.training.rundir import keep_determinism_setting, make_trainer
 
     module = _module(preset, config, device)
     timer = _timer_callback(device)

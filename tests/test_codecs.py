@@ -694,3 +694,160 @@ def test_quantize():
         quantize(x, bits=0)
     with pytest.raises(ValueError, match="floating-point"):
         quantize(np.zeros(3, np.uint8))
+
+
+# ==========================================================================
+# Fast paths: bit-identical to straightforward reference implementations
+# ==========================================================================
+def _seg_reference(seg: SegmentationCodec, rgb: np.ndarray) -> np.ndarray:
+    """The decoding rule written out plainly: float32 colours in 0..255, squared distances to
+    every candidate (palette + ignore colour) in float64, first nearest wins, rejected if it is
+    the ignore colour or farther than the radius (compared in float32, as the codec does)."""
+    x = np.moveaxis(np.asarray(rgb), -3, -1).reshape(-1, 3)
+    p = x.astype(np.float32) * np.float32(255.0)
+    cand = np.concatenate([seg.colors, np.asarray([seg.ignore_color])]).astype(np.float64)
+    d = ((p[:, None, :].astype(np.float64) - cand[None]) ** 2).sum(-1)
+    nearest = d.argmin(1)
+    diff = p - cand[nearest].astype(np.float32)
+    near_sq = (diff[:, 0] ** 2 + diff[:, 1] ** 2) + diff[:, 2] ** 2
+    out = np.where((nearest == seg.num_classes) | (near_sq > np.float32(seg.reject_radius**2)),
+                   seg.ignore_index, nearest)
+    return out.reshape(np.asarray(rgb).shape[:-3] + np.asarray(rgb).shape[-2:])
+
+
+def _seg_codecs():
+    rng = np.random.default_rng(3)
+    yield SegmentationCodec({f"c{i}": c for i, c in enumerate(well_separated_palette(7, exclude=[(0, 0, 0)]))})
+    yield SegmentationCodec(random_palette([f"c{i}" for i in range(19)], rng))
+    yield SegmentationCodec({"a": (200, 0, 0), "b": (0, 200, 0), "c": (0, 0, 200)}, reject_radius=100)
+    yield SegmentationCodec({"bus": (0, 60, 100), "train": (0, 80, 100), "car": (0, 0, 142)})  # r = 10
+    yield SegmentationCodec({"a": (255, 0, 0), "b": (10, 200, 60)}, ignore_index=-1, ignore_color=(10, 20, 30),
+                            reject_radius=30.0)
+
+
+@pytest.mark.parametrize("n_pix", [1000, 5000])  # below / above the per-distinct-colour threshold
+def test_seg_fast_decode_matches_reference_on_8bit_colours(n_pix):
+    rng = np.random.default_rng(n_pix)
+    for seg in _seg_codecs():
+        cand = np.concatenate([seg.colors, np.asarray([seg.ignore_color])]).astype(np.int64)
+        # Uniform colours, colours near every candidate (inside, on and outside the radius),
+        # and exact midpoints between candidates (ties).
+        uniform = rng.integers(0, 256, (n_pix, 3))
+        near = cand[rng.integers(0, len(cand), n_pix)] + rng.integers(-60, 61, (n_pix, 3))
+        mids = (cand[:, None] + cand[None]) // 2
+        colours = np.clip(np.concatenate([uniform, near, mids.reshape(-1, 3)]), 0, 255)
+        rgb = (colours / 255.0).astype(np.float32).T.reshape(3, 1, -1)
+        expected = _seg_reference(seg, rgb)
+        np.testing.assert_array_equal(seg.decode(rgb), expected)
+        np.testing.assert_array_equal(seg.decode(rgb.astype(np.float64)), expected)
+        out_t = seg.decode(torch.from_numpy(rgb))
+        assert isinstance(out_t, torch.Tensor) and out_t.dtype == torch.int64
+        np.testing.assert_array_equal(out_t.numpy(), expected)
+        # The integer table agrees with brute force on every colour of a coarse lattice too.
+        lat = np.stack(np.meshgrid(*[np.arange(0, 256, 5)] * 3, indexing="ij"), 0).reshape(3, 1, -1)
+        lat_rgb = (lat / 255.0).astype(np.float32)
+        np.testing.assert_array_equal(seg.decode(lat_rgb), _seg_reference(seg, lat_rgb))
+
+
+def test_seg_encode_matches_table_lookup():
+    seg = SegmentationCodec({"a": (255, 0, 0), "b": (0, 9, 200)}, ignore_color=(1, 2, 3))
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, 1, 255], (2, 3, 7, 9))
+    table = np.concatenate([seg.colors, [seg.ignore_color]]).astype(np.float32) / np.float32(255)
+    expected = np.moveaxis(table[np.where(labels == 255, 2, labels)], -1, -3)
+    np.testing.assert_array_equal(seg.encode(labels), expected)
+    np.testing.assert_array_equal(seg.encode(torch.from_numpy(labels)).numpy(), expected)
+    np.testing.assert_array_equal(seg.encode(labels[..., :0]), expected[..., :0])
+
+
+def _cube_reference(p: np.ndarray) -> np.ndarray:
+    """Nearest-segment projection onto every segment of the cube path, float64, written out
+    per channel in the order ColorPath._project's exact pass uses; first nearest wins."""
+    v = np.asarray(CUBE_PATH_VERTICES, np.float64)
+    a, d = v[:-1], v[1:] - v[:-1]
+    dist, u = [], []
+    for s in range(len(a)):
+        diff = p - a[s]
+        w = (diff[:, 0] * d[s, 0] + diff[:, 1] * d[s, 1]) + diff[:, 2] * d[s, 2]
+        us = np.clip(w / (d[s] ** 2).sum(), 0.0, 1.0)
+        e = diff - us[:, None] * d[s]
+        dist.append((e[:, 0] ** 2 + e[:, 1] ** 2) + e[:, 2] ** 2)
+        u.append(us)
+    best = np.argmin(np.stack(dist, 1), 1)
+    return (best + np.stack(u, 1)[np.arange(len(p)), best]) / len(a)
+
+
+def test_cube_fast_decode_matches_reference():
+    codec = DepthCodec()
+    path = codec.path
+    assert path._edges is not None  # the closed form is in use for the paper's path
+    rng = np.random.default_rng(0)
+    t = np.concatenate([rng.random(3000), np.arange(8) / 7, [1 - 1e-12, 1e-15]])
+    on_path = path.encode(t)
+    near = np.clip(on_path + rng.normal(0, 0.05, on_path.shape), 0, 1)
+    q8 = np.floor(near * 255 + 0.5) / 255
+    for p in (on_path, near, q8, on_path.astype(np.float32).astype(np.float64)):
+        np.testing.assert_array_equal(path.decode(p), _cube_reference(p))
+        # channel-first, through the codec, numpy and torch, float32 and float64
+        img = np.ascontiguousarray(p.T.reshape(3, 1, -1))
+        ref = _cube_reference(p).reshape(1, -1)
+        np.testing.assert_array_equal(codec.decode_unit(img), ref)
+        np.testing.assert_array_equal(codec.decode_unit(torch.from_numpy(img)).numpy(), ref)
+        img32 = img.astype(np.float32)
+        np.testing.assert_array_equal(codec.decode_unit(img32), _cube_reference(img32.reshape(3, -1).T.astype(np.float64)).reshape(1, -1))
+    # Anywhere in the cube the fast path equals the general decoder bit for bit (the reference
+    # above too, except where non-neighbouring edges are within ~1e-6 of a tie; there the
+    # general decoder's float32 pass decides, and the fast path asks it).
+    for n in (1000, 5000):
+        p = rng.random((n, 3))
+        for x in (p, np.floor(p * 255 + 0.5) / 255):
+            direct = path._project(torch.from_numpy(x)).numpy()
+            np.testing.assert_array_equal(path.decode(x), direct)
+    ties = np.array([[0.5, 0.5, 0.5], [0.25, 0.5, 0.75], [0.5, 0.5, 0.25], [0.5, 0.25, 0.5]])
+    np.testing.assert_array_equal(path.decode(ties), path._project(torch.from_numpy(ties)).numpy())
+
+
+def _normals_reference_encode(n: torch.Tensor) -> torch.Tensor:
+    n = n.to(torch.float32)
+    length = torch.linalg.vector_norm(n, dim=-3, keepdim=True)
+    n = torch.where(length == 0, n, n / length.clamp(min=1e-12))
+    sign = torch.tensor([-1.0, 1.0, 1.0]).view(3, 1, 1)
+    return (0.5 + 0.5 * sign * n).clamp(0.0, 1.0)
+
+
+def _normals_reference_decode(rgb: torch.Tensor, undefined_below: float = 0.1) -> torch.Tensor:
+    x = rgb.clamp(0.0, 1.0).to(torch.float32)
+    n = torch.tensor([-1.0, 1.0, 1.0]).view(3, 1, 1) * (2.0 * x - 1.0)
+    length = torch.linalg.vector_norm(n, dim=-3, keepdim=True)
+    return torch.where(length < undefined_below, torch.zeros_like(n), n / length.clamp(min=1e-12))
+
+
+def test_normals_fast_path_matches_reference():
+    codec = NormalsCodec()
+    gen = torch.Generator().manual_seed(0)
+    n = torch.randn(3, 3, 40, 50, generator=gen, dtype=torch.float64)
+    n = n / n.norm(dim=-3, keepdim=True) * (1 + 0.009 * (2 * torch.rand(3, 1, 40, 50, generator=gen) - 1))
+    n[0, :, :3] = 0.0
+    for x in (n, n.float()):
+        assert torch.equal(codec.encode(x), _normals_reference_encode(x))
+        assert np.array_equal(codec.encode(x.numpy()), _normals_reference_encode(x).numpy())
+    rgb = torch.rand(2, 3, 30, 20, generator=gen)
+    for x in (rgb, rgb.double(), quantize(rgb), codec.encode(n)):
+        assert torch.equal(codec.decode(x), _normals_reference_decode(x))
+    assert torch.equal(NormalsCodec(undefined_below=0.5).decode(rgb), _normals_reference_decode(rgb, 0.5))
+
+
+@pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])
+def test_torch_path_stays_in_torch(case, monkeypatch):
+    """Torch in, torch out, without a numpy round trip (so CUDA tensors stay on their device)."""
+    _, encode, decode, make = case
+    x = make((2,), True)
+    expected = decode(encode(make((2,), False)))
+
+    def no_numpy(*args, **kwargs):
+        raise AssertionError("the torch path converted to numpy")
+
+    monkeypatch.setattr(torch.Tensor, "numpy", no_numpy)
+    out = decode(encode(x))
+    monkeypatch.undo()
+    assert isinstance(out, torch.Tensor) and np.array_equal(out.numpy(), expected)

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from banana.adapters import add_lora, has_lora, read_adapter_config, trainable_parameters
-from banana.latent import (CONV_IN_WEIGHTS, LORA_WEIGHTS, LatentGenerator, LatentGeneratorConfig, is_sd_checkpoint,
-                           load_generator)
+from banana.models.latent import CONV_IN_WEIGHTS, LORA_WEIGHTS, LatentGenerator, LatentGeneratorConfig
+from banana.models.registry import is_sd_checkpoint, load_generator
 from banana.pipeline import BananaPipeline
 from banana.tasks import TASKS
 from banana.training import TrainConfig, load_run, read_config, train
@@ -201,7 +201,7 @@ def test_diffusers_lora_file_loads_into_a_stock_sd_pipeline(lora_run, sd_dir):
     from diffusers import StableDiffusionPipeline
     from safetensors.torch import load_file
 
-    from banana.latent import widen_conv_in
+    from banana.models.latent import widen_conv_in
 
     run, _, _ = lora_run
     ours = load_run(run)

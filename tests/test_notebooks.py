@@ -125,12 +125,14 @@ def test_smoke_ablations_ran_every_grid_point_and_were_aggregated(smoke_run):
 def test_smoke_codec_ceiling_is_lossless_for_segmentation_and_tight_for_depth(smoke_run):
     import pandas as pd
 
+    from banana.evaluation.contest import NORMALS_CODEC, PAPER_DEPTH_CODEC, SEGMENTATION_CODEC
+
     root, _ = smoke_run
     table = pd.read_csv(root / "reports" / "tables" / "codec_ceiling.csv")
     eight = table[table["bits"] == "8"].set_index(["task", "codec", "metric"])["value"]
-    assert eight.loc[("segmentation", "palette, nearest colour", "miou")] == pytest.approx(1.0)
-    assert eight.loc[("depth", "metric cube walk (paper)", "abs_rel")] < 0.01
-    assert eight.loc[("normals", "(1-x, 1+y, 1+z)/2", "mean")] < 1.0
+    assert eight.loc[("segmentation", SEGMENTATION_CODEC, "miou")] == pytest.approx(1.0)
+    assert eight.loc[("depth", PAPER_DEPTH_CODEC, "abs_rel")] < 0.01
+    assert eight.loc[("normals", NORMALS_CODEC, "mean")] < 1.0
 
 
 @pytest.mark.notebook

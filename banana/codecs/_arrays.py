@@ -20,6 +20,7 @@ Image layout convention, used by all codecs: RGB images are channel-first,
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterator, TypeVar, Union
 
 import numpy as np
@@ -107,11 +108,7 @@ def check_min_ndim(t: torch.Tensor, name: str, ndim: int, layout: str) -> None:
         )
 
 
-def check_unit_range(t: torch.Tensor, name: str, tol: float = RGB_TOLERANCE) -> None:
-    """Raise unless every value of ``t`` lies in ``[0, 1]`` (within ``tol``)."""
-    if t.numel() == 0:
-        return
-    lo, hi = float(t.min()), float(t.max())
+def _range_error(lo: float, hi: float, name: str, tol: float) -> None:
     if lo < -tol or hi > 1.0 + tol:
         hint = " (an image in 0..255? divide by 255)" if hi > 1.5 else ""
         raise ValueError(
@@ -119,18 +116,36 @@ def check_unit_range(t: torch.Tensor, name: str, tol: float = RGB_TOLERANCE) -> 
         )
 
 
+def check_unit_range(t: torch.Tensor, name: str, tol: float = RGB_TOLERANCE) -> None:
+    """Raise unless every value of ``t`` lies in ``[0, 1]`` (within ``tol``)."""
+    if t.numel() == 0:
+        return
+    lo, hi = torch.aminmax(t)
+    _range_error(float(lo), float(hi), name, tol)
+
+
 def check_rgb_image(rgb: torch.Tensor, name: str = "rgb") -> torch.Tensor:
     """Validate an RGB image for decoding and return it as float, clamped.
 
     Checks: floating dtype, ``[..., 3, H, W]`` layout, no NaN, values in
     ``[0, 1]`` up to :data:`RGB_TOLERANCE`. The tiny tolerated overshoot is then
-    clamped away so decoders can assume exact bounds.
+    clamped away so decoders can assume exact bounds. One pass finds min and
+    max (NaN shows up in both, and only then are NaNs counted); an image already
+    inside ``[0, 1]`` is returned as is, not copied, so callers must not modify
+    the result in place.
     """
     check_float(rgb, name)
     check_channels(rgb, name)
-    check_no_nan(rgb, name)
-    check_unit_range(rgb, name)
-    return rgb.clamp(0.0, 1.0)
+    if rgb.numel() == 0:
+        return rgb
+    lo_t, hi_t = torch.aminmax(rgb)
+    lo, hi = float(lo_t), float(hi_t)
+    if math.isnan(lo) or math.isnan(hi):
+        check_no_nan(rgb, name)
+    _range_error(lo, hi, name, RGB_TOLERANCE)
+    if lo < 0.0 or hi > 1.0:
+        return rgb.clamp(0.0, 1.0)
+    return rgb
 
 
 # --------------------------------------------------------------------------
@@ -158,6 +173,27 @@ MIN_PIXELS_FOR_DEDUPE = 4096
 #: How far (in 0..255 units) a value may sit from an integer level and still
 #: count as 8-bit: covers float32 rounding of k/255, nothing more.
 _LATTICE_TOLERANCE = 1e-3
+
+
+def lattice_levels(values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+    """``round(values * 255)`` (same dtype and shape) if every value is within
+    :data:`_LATTICE_TOLERANCE` of an 8-bit level, else ``None``.
+
+    The same test as :func:`unique_8bit_colors`, done elementwise in ``values``' dtype (so it
+    decides exactly as that function does on the same values), without the pixel layout and
+    with an early exit: the first few thousand values usually settle a float image. ``dtype``:
+    compute in this dtype instead (the depth decoders test float64 values).
+    """
+    dtype = dtype or values.dtype
+    flat = values.reshape(-1)
+    head = flat[:4096].to(dtype) * 255.0
+    if float((head - head.round()).abs_().max()) > _LATTICE_TOLERANCE:
+        return None
+    scaled = values.to(dtype) * 255.0
+    levels = scaled.round()
+    if float(scaled.sub_(levels).abs_().max()) > _LATTICE_TOLERANCE:
+        return None
+    return levels
 
 
 def unique_8bit_colors(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -53,19 +53,8 @@ from ._arrays import (
     map_colors,
     row_chunks,
 )
-
-#: Vertices of the paper's default colour path: a Gray-code walk over the RGB
-#: cube corners (each step flips one channel), black first, white last.
-CUBE_PATH_VERTICES: tuple[tuple[float, float, float], ...] = (
-    (0.0, 0.0, 0.0),  # black
-    (1.0, 0.0, 0.0),  # red
-    (1.0, 1.0, 0.0),  # yellow
-    (0.0, 1.0, 0.0),  # green
-    (0.0, 1.0, 1.0),  # cyan
-    (0.0, 0.0, 1.0),  # blue
-    (1.0, 0.0, 1.0),  # magenta
-    (1.0, 1.0, 1.0),  # white
-)
+from ._affine import AFFINE_QUANTILES, _nanquantile_rows, affine_normalize  # noqa: F401  (re-exported)
+from ._cube import CUBE_PATH_VERTICES, CubeEdgeDecoder
 
 WARPS = ("metric", "affine")
 COLORMAPS = ("cube", "gray", "viridis", "plasma", "inferno")
@@ -77,11 +66,6 @@ REFINE_WINDOW = 2
 #: Decoded path parameters within this of 1 count as the path's end (depth
 #: inf): about float32 precision, far above any depth an image can encode.
 END_SNAP = 1e-7
-
-#: Quantiles that the affine warp maps to 0 and 1 (Marigold's choice: robust
-#: to a few outlier pixels at either end).
-AFFINE_QUANTILES = (0.02, 0.98)
-
 
 # --------------------------------------------------------------------------
 # The metric warp
@@ -133,6 +117,8 @@ class ColorPath:
         if bool((self.lengths_sq == 0).any()):
             bad = torch.nonzero(self.lengths_sq == 0).flatten().tolist()
             raise ValueError(f"consecutive vertices must differ; segments {bad} have zero length")
+        # The paper's cube path has a closed-form decoder (same results, much faster).
+        self._edges = CubeEdgeDecoder(v.numpy()) if CubeEdgeDecoder.applies(v.numpy()) else None
 
     @property
     def num_segments(self) -> int:
@@ -180,7 +166,33 @@ class ColorPath:
 
     def _decode(self, rgb: torch.Tensor) -> torch.Tensor:
         lead = rgb.shape[:-1]
+        if self._edges is not None:
+            flat = rgb.reshape(-1, 3)
+            return self._edges.decode_channels_first(flat.T[:, :, None], self._project).reshape(lead)
         return map_colors(rgb.reshape(-1, 3), self._project).reshape(lead)
+
+    # Channel-first variants used by DepthCodec: no [..., H, W, 3] float64 copies.
+    def _encode_channels_first(self, t: torch.Tensor) -> torch.Tensor:
+        """float64 ``t`` ``[..., H, W]`` -> float32 ``[..., 3, H, W]``; the values of ``_encode``."""
+        n = self.num_segments
+        s = t.clamp(0.0, 1.0).mul_(n)
+        seg = s.floor().clamp_(0, n - 1)
+        frac = s.sub_(seg)  # s - i, exactly as _encode (i converts to float64 exactly)
+        i = seg.long()
+        out = torch.empty(t.shape[:-2] + (3,) + t.shape[-2:], dtype=torch.float32, device=t.device)
+        starts, dirs = self.starts.to(t.device), self.directions.to(t.device)
+        flat = i.reshape(-1)
+        for ch in range(3):
+            d = dirs[:, ch].contiguous().index_select(0, flat).view(i.shape)
+            a = starts[:, ch].contiguous().index_select(0, flat).view(i.shape)
+            out.select(-3, ch).copy_(a.add_(d.mul_(frac)))  # start + frac * dir
+        return out
+
+    def _decode_channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """Colours ``[..., 3, H, W]`` (any float dtype, in [0, 1]) -> float64 ``t`` ``[..., H, W]``."""
+        if self._edges is None:
+            return self._decode(x.movedim(-3, -1).to(torch.float64))
+        return self._edges.decode_channels_first(x, self._project)
 
     def _project(self, p: torch.Tensor) -> torch.Tensor:
         """``t`` for each colour of ``p`` ``[N, 3]`` (float64): nearest-segment projection.
@@ -273,53 +285,6 @@ def colormap_path(name: str) -> ColorPath:
 
 
 # --------------------------------------------------------------------------
-# Affine (relative) normalisation
-# --------------------------------------------------------------------------
-def _nanquantile_rows(x: torch.Tensor, q: float) -> torch.Tensor:
-    """Per-row quantile of ``x`` ``[B, N]`` ignoring NaN, linear interpolation.
-
-    Same definition as ``numpy.nanquantile`` (method "linear"). Written out
-    with a sort because ``torch.quantile`` refuses inputs above 2**24
-    elements. Rows with no finite value return NaN.
-    """
-    xs, _ = torch.sort(x, dim=1)  # NaN sorts to the end
-    n_valid = (~torch.isnan(x)).sum(1)  # [B]
-    pos = q * (n_valid - 1).clamp(min=0).to(x.dtype)
-    lo = pos.floor().long()
-    hi = pos.ceil().long()
-    v_lo = xs.gather(1, lo[:, None]).squeeze(1)
-    v_hi = xs.gather(1, hi[:, None]).squeeze(1)
-    out = v_lo + (pos - lo.to(x.dtype)) * (v_hi - v_lo)
-    return torch.where(n_valid > 0, out, torch.full_like(out, float("nan")))
-
-
-def affine_normalize(depth: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Marigold-style relative depth: per image (last two dims), float64 in [0, 1].
-
-    The 2% and 98% quantiles of the finite depths (restricted to ``mask``
-    when given) map to 0 and 1; values outside are clipped; ``inf`` maps to
-    1. An image with no finite valid depth uses quantiles (0, 1). A constant
-    image (both quantiles equal) maps to 0 at that depth and 1 beyond it.
-    """
-    d = depth.to(torch.float64)
-    lead, (h, w) = d.shape[:-2], d.shape[-2:]
-    flat = d.reshape(-1, h * w)
-    valid = torch.isfinite(flat)
-    if mask is not None:
-        valid &= mask.reshape(-1, h * w)
-    masked = torch.where(valid, flat, torch.full_like(flat, float("nan")))
-    q_lo = _nanquantile_rows(masked, AFFINE_QUANTILES[0])
-    q_hi = _nanquantile_rows(masked, AFFINE_QUANTILES[1])
-    no_data = torch.isnan(q_lo)
-    q_lo = torch.where(no_data, torch.zeros_like(q_lo), q_lo)
-    q_hi = torch.where(no_data, torch.ones_like(q_hi), q_hi)
-    # A tiny floor on the scale keeps constant images finite (no 0/0).
-    scale = (q_hi - q_lo).clamp(min=1e-12)
-    rel = ((flat - q_lo[:, None]) / scale[:, None]).clamp(0.0, 1.0)  # inf -> 1
-    return rel.reshape(*lead, h, w)
-
-
-# --------------------------------------------------------------------------
 # The codec
 # --------------------------------------------------------------------------
 class DepthCodec:
@@ -394,8 +359,7 @@ class DepthCodec:
             m = m.to(d.device)
 
         f = self._to_unit(d, m)  # float64 in [0, 1]
-        rgb = self.path._encode(f)  # [..., H, W, 3] float64
-        rgb = rgb.movedim(-1, -3).to(torch.float32).contiguous()
+        rgb = self.path._encode_channels_first(f)  # [..., 3, H, W] float32
         return like_input(rgb, was_numpy)
 
     def _to_unit(self, d: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -414,7 +378,7 @@ class DepthCodec:
         """
         x, was_numpy = as_tensor(rgb, "rgb")
         x = check_rgb_image(x, "rgb")
-        t = self.path._decode(x.movedim(-3, -1).to(torch.float64))
+        t = self.path._decode_channels_first(x)
         return like_input(t, was_numpy)
 
     def decode(self, rgb: ArrayLike) -> ArrayLike:
@@ -427,11 +391,13 @@ class DepthCodec:
         """
         x, was_numpy = as_tensor(rgb, "rgb")
         x = check_rgb_image(x, "rgb")
-        t = self.path._decode(x.movedim(-3, -1).to(torch.float64))
+        t = self.path._decode_channels_first(x)  # a new float64 tensor: modified in place below
         if self.is_metric:
             # A colour at the path's end stored in float32 decodes to t a few
             # 1e-8 short of 1, i.e. ~1e5 m instead of inf. Snap it: no real
             # depth lives there (8-bit images cannot even express > ~412 m).
-            t = torch.where(t > 1.0 - END_SNAP, torch.ones_like(t), t)
-        out = inverse_metric_warp(t) if self.is_metric else t
-        return like_input(out.to(torch.float32), was_numpy)
+            t.masked_fill_(t > 1.0 - END_SNAP, 1.0)
+            # inverse_metric_warp, in place: 10 * ((1 - f) ** -0.5 - 1); its clamp to [0, 1]
+            # changes nothing here (t = (segment + u) / S with u in [0, 1]).
+            t = torch.rsub(t, 1.0).pow_(-0.5).sub_(1.0).mul_(10.0)
+        return like_input(t.to(torch.float32), was_numpy)

@@ -21,6 +21,8 @@ mid-grey (0.5, 0.5, 0.5), and decoded vectors shorter than
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._arrays import (
@@ -41,6 +43,20 @@ _SIGN = (-1.0, 1.0, 1.0)
 def _channel_view(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
     """A ``[3, 1, 1]`` tensor that broadcasts against ``[..., 3, H, W]``."""
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(3, 1, 1)
+
+
+def _length(n: torch.Tensor) -> torch.Tensor:
+    """Euclidean length over dim -3 of float32 ``n``, ``[..., 1, H, W]``.
+
+    Bit-identical to ``torch.linalg.vector_norm(n, dim=-3, keepdim=True)`` on CPU (float32
+    sum of squares in channel order, square root in float64, rounded to float32), at a small
+    fraction of its cost: that reduction over a strided dim of size 3 takes ~0.3 us a pixel.
+    """
+    x0, x1, x2 = n[..., 0:1, :, :], n[..., 1:2, :, :], n[..., 2:3, :, :]
+    acc = x0 * x0
+    acc += x1 * x1
+    acc += x2 * x2
+    return acc.to(torch.float64).sqrt_().to(torch.float32)
 
 
 class NormalsCodec:
@@ -76,31 +92,47 @@ class NormalsCodec:
         n, was_numpy = as_tensor(normals, "normals")
         check_float(n, "normals")
         check_channels(n, "normals")
-        check_no_nan(n, "normals")
         n = n.to(torch.float32)
-        length = torch.linalg.vector_norm(n, dim=-3, keepdim=True)
+        length = _length(n)
+        if length.numel() and math.isnan(float(length.max())):  # NaN anywhere in n makes its length NaN
+            check_no_nan(n, "normals")  # raises, naming the count
         is_zero = length == 0
-        off_unit = (length - 1.0).abs() > self.unit_tolerance
-        bad = off_unit & ~is_zero
-        if bool(bad.any()):
-            # Report the length farthest from 1 among the offending pixels.
-            dev = torch.where(bad, (length - 1.0).abs(), torch.zeros_like(length))
-            worst = float(length.flatten()[dev.flatten().argmax()])
-            raise ValueError(
-                f"normals are not unit length: {int(bad.sum())} pixel(s) off, worst norm "
-                f"{worst:.6g} (tolerance {self.unit_tolerance}; exact zero vectors are allowed)"
-            )
-        # Renormalise the accepted near-unit vectors exactly; zeros stay zero.
-        n = torch.where(is_zero, n, n / length.clamp(min=1e-12))
-        rgb = 0.5 + 0.5 * _channel_view(_SIGN, n) * n
-        return like_input(rgb.clamp(0.0, 1.0).contiguous(), was_numpy)
+        off_unit = (length - 1.0).abs_() > self.unit_tolerance
+        if bool(off_unit.any()):
+            bad = off_unit & ~is_zero
+            if bool(bad.any()):
+                # Report the length farthest from 1 among the offending pixels.
+                dev = torch.where(bad, (length - 1.0).abs(), torch.zeros_like(length))
+                worst = float(length.flatten()[dev.flatten().argmax()])
+                raise ValueError(
+                    f"normals are not unit length: {int(bad.sum())} pixel(s) off, worst norm "
+                    f"{worst:.6g} (tolerance {self.unit_tolerance}; exact zero vectors are allowed)"
+                )
+        # Renormalise the accepted near-unit vectors exactly; zeros stay zero. Then
+        # 0.5 + 0.5 * sign * n (0.5 * sign is exact). Per channel plane: broadcasting
+        # [..., 1, H, W] against [..., 3, H, W] is several times slower in torch.
+        rgb = torch.empty_like(n)
+        scale = length.clamp(min=1e-12)
+        any_zero = bool(is_zero.any())
+        for k in range(3):
+            plane = rgb[..., k : k + 1, :, :]
+            torch.div(n[..., k : k + 1, :, :], scale, out=plane)
+            if any_zero:
+                plane.copy_(torch.where(is_zero, n[..., k : k + 1, :, :], plane))
+            plane.mul_(0.5 * _SIGN[k])
+        rgb.add_(0.5).clamp_(0.0, 1.0)
+        return like_input(rgb, was_numpy)
 
     def decode(self, rgb: ArrayLike) -> ArrayLike:
         """RGB ``[..., 3, H, W]`` in [0, 1] -> unit normals (or 0) ``[..., 3, H, W]``, float32."""
         x, was_numpy = as_tensor(rgb, "rgb")
         x = check_rgb_image(x, "rgb").to(torch.float32)
-        n = _channel_view(_SIGN, x) * (2.0 * x - 1.0)
-        length = torch.linalg.vector_norm(n, dim=-3, keepdim=True)
+        n = x * 2.0  # a new tensor: the input is never modified
+        n.sub_(1.0)
+        n[..., 0, :, :].neg_()  # sign * (2 rgb - 1), x flipped
+        length = _length(n)
         undefined = length < self.undefined_below
-        n = torch.where(undefined, torch.zeros_like(n), n / length.clamp(min=1e-12))
+        scale = length.clamp(min=1e-12)
+        for k in range(3):
+            n[..., k : k + 1, :, :].div_(scale).masked_fill_(undefined, 0.0)
         return like_input(n, was_numpy)

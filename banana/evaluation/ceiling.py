@@ -128,9 +128,9 @@ def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.
     ``bits == "8 + vae"``).
 
     Args:
-        vae: a diffusers ``AutoencoderKL``, a :class:`~banana.latent.LatentGenerator` (its
+        vae: a diffusers ``AutoencoderKL``, a :class:`~banana.models.latent.LatentGenerator` (its
             ``to_model_space`` / ``to_image_space`` are used), or a directory: a VAE folder or an
-            SD-family checkpoint holding ``vae/`` (:func:`banana.latent.load_vae`).
+            SD-family checkpoint holding ``vae/`` (:func:`banana.models.latent.load_vae`).
         semantic, depth, normals, palette: as in :func:`codec_ceiling`. ``H`` and ``W`` must be
             multiples of the VAE's downsampling factor (8 for SD).
         batch_size: images per VAE call. device: default the VAE's.
@@ -151,7 +151,7 @@ def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.
         raise ValueError("vae_codec_ceiling expects semantic [N,H,W], depth [N,H,W] and normals [N,3,H,W]; "
                          f"got {semantic.shape}, {depth.shape}, {normals.shape}")
     if isinstance(vae, (str, bytes)) or hasattr(vae, "__fspath__"):
-        from banana.latent import load_vae
+        from banana.models.latent import load_vae
 
         vae = load_vae(vae)
     if hasattr(vae, "to_model_space"):                       # a LatentGenerator

@@ -169,10 +169,10 @@ def depth_metrics(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None = N
     ``n_images`` says how many counted. Whether the model told sky from surface is a separate
     question: :func:`sky_iou`.
     """
-    return _depth_per_image(pred, target, mask, align, min_depth, max_depth)["summary"]
+    return depth_per_image(pred, target, mask, align, min_depth, max_depth)["summary"]
 
 
-def _depth_per_image(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None, align: str,
+def depth_per_image(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None, align: str,
                      min_depth: float, max_depth: float) -> dict:
     """:func:`depth_metrics` plus its per-image values (``per_image[k]`` ``[N]``, NaN where an
     image had no valid pixel), which :mod:`banana.evaluation.uncertainty` resamples."""
@@ -213,6 +213,9 @@ def _depth_per_image(pred: ArrayLike, target: ArrayLike, mask: ArrayLike | None,
     summary = {k: (float(v[counted].mean()) if counted.any() else float("nan")) for k, v in per_image.items()}
     summary["n_images"] = int(counted.sum())
     return {"summary": summary, "per_image": {k: v.numpy() for k, v in per_image.items()}}
+
+
+_depth_per_image = depth_per_image   # the old private name, for callers not yet updated
 
 
 def sky_masks(pred: ArrayLike, target: ArrayLike, max_depth: float) -> tuple[torch.Tensor, torch.Tensor]:

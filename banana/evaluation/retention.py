@@ -45,18 +45,6 @@ SHADING_FLOOR = 0.2
 
 
 # --------------------------------------------------------------------------- (a) denoising loss
-def _prediction_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """What the UNet is trained to output (as in :func:`banana.training.module.diffusion_loss`)."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":
-        return scheduler.get_velocity(x0, noise, timesteps)
-    if kind == "sample":
-        return x0
-    raise ValueError(f"unsupported prediction_type {kind!r}")
-
-
 def denoising_loss(generator, split, timesteps: Sequence[int] = DEFAULT_TIMESTEPS, n: int = 64, seed: int = 0,
                    batch_size: int = 16) -> dict:
     """Text -> image denoising loss of ``generator`` on the first ``n`` rows of a world ``split``.
@@ -72,6 +60,7 @@ def denoising_loss(generator, split, timesteps: Sequence[int] = DEFAULT_TIMESTEP
     """
     from banana.models import build_noise_scheduler
     from banana.training.data import BananaExamples, collate_examples
+    from banana.training.module import prediction_target
 
     timesteps = [int(t) for t in timesteps]
     num_train = generator.config.num_train_timesteps
@@ -100,7 +89,7 @@ def denoising_loss(generator, split, timesteps: Sequence[int] = DEFAULT_TIMESTEP
                     eps = noise[j, lo:hi].to(device)
                     ts = torch.full((hi - lo,), t, dtype=torch.long, device=device)
                     output = generator(scheduler.add_noise(x0, eps, ts), ts, condition, states, mask)
-                    wanted = _prediction_target(scheduler, x0, eps, ts)
+                    wanted = prediction_target(scheduler, x0, eps, ts)
                     losses[j, lo:hi] = (output.float() - wanted.float()).pow(2).mean(dim=(1, 2, 3)).double().cpu()
     finally:
         generator.train(was_training)

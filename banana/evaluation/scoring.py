@@ -83,7 +83,7 @@ def task_statistics(task: str, prediction, truth: Mapping[str, np.ndarray],
     equals that metric."""
     import torch
 
-    from banana.evaluation.metrics import _depth_per_image, angular_error_deg, sky_masks
+    from banana.evaluation.metrics import depth_per_image, angular_error_deg, sky_masks
     from banana.evaluation.uncertainty import ImageStatistic, mean_over_images, pooled_ratio
 
     names, (min_depth, max_depth) = _default_spec(class_names, depth_range)
@@ -96,7 +96,7 @@ def task_statistics(task: str, prediction, truth: Mapping[str, np.ndarray],
     if task == "depth":
         out = {}
         for align, key in (("none", "metric"), ("affine", "affine")):
-            per_image = _depth_per_image(prediction, truth["depth"], None, align, min_depth, max_depth)["per_image"]
+            per_image = depth_per_image(prediction, truth["depth"], None, align, min_depth, max_depth)["per_image"]
             for metric in ("abs_rel", "delta1", "rmse"):
                 out[f"{key}.{metric}"] = mean_over_images(per_image[metric])
         ps, ts = sky_masks(prediction, truth["depth"], max_depth)

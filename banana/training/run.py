@@ -52,29 +52,27 @@ use the ``banana`` command or a script, not a notebook.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback
 
 from banana.training.data import BananaExamples, MixedBatchSampler, make_dataloader
 from banana.training.module import BananaModule, TrainConfig
+from banana.training.rundir import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, check_resume, fit_resumable,
+                                    is_global_zero, keep_determinism_setting, make_trainer, mean_last,
+                                    plot_loss_curve, read_loss_log, throughput_record, write_run_files)
 
 __all__ = ["train", "load_run", "read_config", "MixedDataModule", "ThroughputMeter", "read_loss_log",
            "plot_loss_curve", "is_global_zero", "CHECKPOINT_DIR", "LAST_CHECKPOINT"]
 
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.ckpt"
 #: TrainConfig fields that may change when a run is resumed.
 RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "checkpoint_every", "num_workers",
                                "accelerator", "devices", "num_nodes", "strategy"})
@@ -121,36 +119,9 @@ class MixedDataModule(L.LightningDataModule):
                                pin_memory=torch.cuda.is_available())
 
 
-class ThroughputMeter(Callback):
-    """Times this invocation's training steps (first batch start -> last batch end)."""
-
-    def __init__(self):
-        self.start_step: int | None = None
-        self.end_step: int | None = None
-        self.t0: float | None = None
-        self.t1: float | None = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.t0 is None:
-            self.t0 = time.perf_counter()
-            self.start_step = trainer.global_step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.t1 = time.perf_counter()
-        self.end_step = trainer.global_step
-
-    @property
-    def steps(self) -> int:
-        return 0 if self.start_step is None else self.end_step - self.start_step
-
-    @property
-    def seconds(self) -> float:
-        return 0.0 if self.t0 is None else self.t1 - self.t0
-
-
 def read_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
     """``(TrainConfig, GeneratorConfig | LatentGeneratorConfig)`` stored in a run directory's ``config.json``."""
-    from banana.latent import generator_config_from_dict
+    from banana.models.registry import generator_config_from_dict
 
     path = Path(run_dir) / "config.json"
     if not path.is_file():
@@ -162,11 +133,10 @@ def read_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
 def _resolve_generator(config: TrainConfig, generator, world_dir=None):
     """-> (generator, base_model path or None).
 
-    A directory is loaded by :func:`banana.latent.load_generator`: a saved generator (pixel or
+    A directory is loaded by :func:`banana.models.registry.load_generator`: a saved generator (pixel or
     latent), or a Stable-Diffusion-family checkpoint, which becomes a
-    :class:`~banana.latent.LatentGenerator` at the world's resolution."""
-    from banana.latent import LatentGenerator, is_sd_checkpoint, load_generator
-    from banana.models import BananaGenerator
+    :class:`~banana.models.latent.LatentGenerator` at the world's resolution."""
+    from banana.models import BananaGenerator, LatentGenerator, is_sd_checkpoint, load_generator
 
     if isinstance(generator, BananaGenerator):
         return generator, config.base_model
@@ -194,20 +164,6 @@ def _resolve_generator(config: TrainConfig, generator, world_dir=None):
                      "or set TrainConfig.base_model")
 
 
-def _check_resume(run_dir: Path, config: TrainConfig, generator_config) -> None:
-    old_train, old_generator = read_config(run_dir)
-    diffs = [f"{k}: stored {v!r}, now {getattr(config, k)!r}" for k, v in old_train.to_dict().items()
-             if k not in RESUMABLE_CHANGES and getattr(config, k) != v]
-    if old_train.strategy != config.strategy and "fsdp" in (old_train.strategy, config.strategy):
-        diffs.append(f"strategy: stored {old_train.strategy!r}, now {config.strategy!r} (FSDP checkpoints are "
-                     "not interchangeable with single-device/DDP ones here)")
-    if old_generator != generator_config:
-        diffs.append("the generator config differs")
-    if diffs:
-        raise ValueError(f"{run_dir} holds a run with a different config, so it cannot be resumed ("
-                         + "; ".join(diffs) + "). Use another run directory, or delete this one to restart.")
-
-
 def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: str | Path | None = None, *,
           progress: bool = True, callbacks: Sequence[Callback] = ()) -> Path:
     """Run (or resume) a training run in ``run_dir`` and return ``run_dir``.
@@ -219,9 +175,9 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
             exported EMA weights afterwards), a directory saved by ``save_pretrained`` (the base of
             a tuning run), or ``None``: ``config.base_model`` if set, else (pretraining only) a fresh
             generator from the ``config.profile`` preset seeded with ``config.seed``. A
-            :class:`~banana.latent.LatentGenerator`, or a local Stable-Diffusion-family checkpoint
+            :class:`~banana.models.latent.LatentGenerator`, or a local Stable-Diffusion-family checkpoint
             directory (``model_index.json`` / ``vae/``: built at the world's resolution, conv_in
-            widened with zeros), tunes in latent space (:mod:`banana.latent`).
+            widened with zeros), tunes in latent space (:mod:`banana.models.latent`).
         world_dir: the built world to train on (default ``config.world_dir``); its resolution must
             equal the generator's.
         progress: Lightning's progress bar and model summary.
@@ -241,7 +197,14 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     checkpoint = run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     resuming = checkpoint.is_file()
     if resuming:
-        _check_resume(run_dir, config, generator.config)
+        old_train, old_generator = read_config(run_dir)
+        extra = []
+        if old_train.strategy != config.strategy and "fsdp" in (old_train.strategy, config.strategy):
+            extra.append(f"strategy: stored {old_train.strategy!r}, now {config.strategy!r} (FSDP checkpoints are "
+                         "not interchangeable with single-device/DDP ones here)")
+        if old_generator != generator.config:
+            extra.append("the generator config differs")
+        check_resume(run_dir, old_train.to_dict(), config.to_dict(), RESUMABLE_CHANGES, extra=extra)
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"train": config.to_dict(), "generator": generator.config.to_dict()}
     records = _RunRecords(run_dir, record, {**record, "seed": config.seed, "resumed": resuming})
@@ -264,7 +227,8 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     unsharded = copy.deepcopy(module) if config.strategy.startswith("fsdp") else None
     with keep_determinism_setting():
         trainer = make_trainer(run_dir, config.max_steps, config, [records, meter, *callbacks], progress)
-        steps_done, start_step = _fit(trainer, module, datamodule, generator, checkpoint, resuming, config, run_dir)
+        steps_done, start_step = fit_resumable(trainer, module, datamodule, generator, checkpoint, resuming,
+                                               config.max_steps, run_dir)
     if unsharded is not None and trainer.is_global_zero:
         unsharded.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
         module, generator = unsharded, unsharded.generator
@@ -304,131 +268,12 @@ class _RunRecords(Callback):
             self.write()
 
     def write(self) -> None:
-        from banana.provenance import write_run_info
-
         if not self.written:
-            (self.run_dir / "config.json").write_text(json.dumps(self.record, indent=1) + "\n")
-            write_run_info(self.run_dir, self.info)
+            write_run_files(self.run_dir, self.record, self.info)
             self.written = True
 
 
-def is_global_zero() -> bool:
-    """Whether this process is global rank 0 (always true on one device). After :func:`train` under a
-    multi-process strategy, only rank 0 has written the run's files: print/publish from it only."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-@contextlib.contextmanager
-def keep_determinism_setting():
-    """Lightning's Trainer switches deterministic algorithms on process-wide; give the caller
-    its own setting back afterwards."""
-    before = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before, warn_only=warn_only)
-
-
-def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Callback], progress: bool) -> L.Trainer:
-    """The Trainer every banana run uses: deterministic (warn-only on GPU, where some kernels have no
-    deterministic version), CSV logs and ``checkpoints/last.ckpt`` in ``run_dir``.
-    ``config`` needs ``precision``, ``log_every``, ``grad_clip`` and ``checkpoint_every``; its
-    ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` (default: one device) are used
-    when present. Lightning's distributed sampler is off: :class:`MixedDataModule` gives each rank
-    its own slice of every global batch.
-
-    Multi-process strategies ("ddp", "fsdp") re-execute the calling script (``sys.argv``) once per
-    extra device, so call :func:`train` from a script or the ``banana`` command, not a notebook.
-    """
-    return L.Trainer(
-        max_steps=max_steps, accelerator=getattr(config, "accelerator", "auto"),
-        devices=getattr(config, "devices", 1), num_nodes=getattr(config, "num_nodes", 1),
-        strategy=getattr(config, "strategy", "auto"),
-        deterministic="warn" if torch.cuda.is_available() else True, precision=config.precision,
-        logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
-        gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
-        callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
-                                   save_top_k=0, every_n_train_steps=config.checkpoint_every), *callbacks],
-        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
-    )
-
-
-def _fit(trainer, module, datamodule, generator, checkpoint: Path, resuming: bool, config: TrainConfig,
-         run_dir: Path) -> tuple[int, int]:
-    """Fit (or, for a finished run, just load) and return ``(steps done, step resumed from)``."""
-    with warnings.catch_warnings():
-        # num_workers=0 is deliberate (2-core machines); mid-epoch resumption is handled by the
-        # sampler starting at the restored global_step, which Lightning cannot see.
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch.*")
-        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False) if resuming else None
-        start_step = int(state["global_step"]) if resuming else 0
-        if start_step > config.max_steps:
-            raise ValueError(f"{run_dir} is already at step {start_step} > max_steps={config.max_steps}")
-        if start_step == config.max_steps:      # a finished run: just load it and re-export
-            module.load_state_dict(state["state_dict"])
-            steps_done = start_step
-        else:
-            generator.train()   # from_pretrained returns eval mode; Lightning keeps modules' modes
-            del state
-            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resuming else None)
-            if trainer.interrupted:
-                raise KeyboardInterrupt(f"training was interrupted at step {trainer.global_step}; "
-                                        f"run train() again on {run_dir} to resume from the last checkpoint")
-            trainer.save_checkpoint(checkpoint, weights_only=False)
-            steps_done = trainer.global_step
-
-    return steps_done, start_step
-
-
 # ---------------------------------------------------------------------------------- logs & metrics
-def read_loss_log(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """Every logged ``train/*`` series of a run: name -> [(step, value)], sorted by step.
-
-    All invocations (``logs/version_*``) are merged; where a step was logged twice (it ran again
-    after a resume) the newest invocation's value wins.
-    """
-    import csv
-
-    series: dict[str, dict[int, float]] = {}
-    versions = sorted((Path(run_dir) / "logs").glob("version_*/metrics.csv"),
-                      key=lambda p: int(p.parent.name.split("_")[-1]))
-    for path in versions:
-        with path.open() as handle:
-            for row in csv.DictReader(handle):
-                if not row.get("step"):
-                    continue
-                step = int(float(row["step"]))
-                for name, value in row.items():
-                    if name.startswith("train/") and value not in ("", None):
-                        series.setdefault(name, {})[step] = float(value)
-    return {name: sorted(values.items()) for name, values in series.items()}
-
-
-def _mean_last(points: list[tuple[int, float]], max_steps: int, fraction: float = 0.1) -> float | None:
-    if not points:
-        return None
-    cutoff = max_steps * (1.0 - fraction)
-    tail = [v for s, v in points if s + 1 > cutoff] or [points[-1][1]]
-    return float(sum(tail) / len(tail))
-
-
-def throughput_record(run_dir: Path, meter: ThroughputMeter, images_this_run: int) -> dict[str, Any]:
-    """Training seconds and images/s of this invocation; a finished run that was only reloaded
-    and re-exported (no step taken) keeps the throughput its ``metrics.json`` measured."""
-    throughput = {"train_seconds": round(meter.seconds, 3),
-                  "images_per_second": round(images_this_run / meter.seconds, 3) if meter.seconds > 0 else None}
-    previous = run_dir / "metrics.json"
-    if meter.steps == 0 and previous.is_file():
-        old = json.loads(previous.read_text())
-        throughput = {k: old.get(k) for k in throughput}
-    return throughput
-
-
 def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, meter: ThroughputMeter,
              wall_seconds: float, module: BananaModule) -> dict[str, Any]:
     log = read_loss_log(run_dir)
@@ -441,9 +286,9 @@ def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, me
         "steps_this_run": int(meter.steps),
         "images_seen": int(steps * config.batch_size),
         "final_loss": loss[-1][1] if loss else None,
-        "mean_loss_last_10pct": _mean_last(loss, steps),
-        "mean_loss_generation_last_10pct": _mean_last(log.get("train/loss_generation", []), steps),
-        "mean_loss_vision_last_10pct": _mean_last(log.get("train/loss_vision", []), steps),
+        "mean_loss_last_10pct": mean_last(loss, steps),
+        "mean_loss_generation_last_10pct": mean_last(log.get("train/loss_generation", []), steps),
+        "mean_loss_vision_last_10pct": mean_last(log.get("train/loss_vision", []), steps),
         "wall_seconds": round(wall_seconds, 3),
         **throughput,
         "batch_size": config.batch_size,
@@ -453,58 +298,12 @@ def _metrics(run_dir: Path, config: TrainConfig, steps: int, start_step: int, me
     }
 
 
-def _smooth(values: list[float], window: int) -> list[float]:
-    """Exponential moving average with a span of ``window`` points, bias-corrected."""
-    alpha = 2.0 / (window + 1.0)
-    out, avg, weight = [], 0.0, 0.0
-    for v in values:
-        avg = (1 - alpha) * avg + alpha * v
-        weight = (1 - alpha) * weight + alpha
-        out.append(avg / weight)
-    return out
-
-
-def plot_loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path:
-    """Plot the run's logged losses (raw, faint; smoothed, solid) to ``loss_curve.png``."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    run_dir = Path(run_dir)
-    path = Path(path) if path is not None else run_dir / "loss_curve.png"
-    log = read_loss_log(run_dir)
-    figure = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot(1, 1, 1)
-    colors = {"train/loss": "black", "train/loss_generation": "tab:blue", "train/loss_vision": "tab:orange"}
-    for name, color in colors.items():
-        points = log.get(name)
-        if not points:
-            continue
-        steps = [s + 1 for s, _ in points]
-        values = [v for _, v in points]
-        window = max(1, len(values) // 20)
-        ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.8)
-        ax.plot(steps, _smooth(values, window), color=color, linewidth=1.6,
-                label=f"{name.split('/')[-1]} (EMA span {window})")
-    if any(v > 0 for points in log.values() for _, v in points):
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("MSE")
-    ax.set_title(f"{run_dir.name}: training loss")
-    if log:
-        ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
-
-
 # ---------------------------------------------------------------------------------- loading
 def load_run(run_dir: str | Path, base_dir: str | Path | None = None):
     """The trained generator of a finished run, in eval mode: ``model/`` for full tuning and
     pretraining, else the base (``base_dir`` or the recorded ``base_model``) + ``adapter/``."""
     from banana.adapters import load_adapter, read_adapter_config
-    from banana.latent import load_generator
+    from banana.models.registry import load_generator
 
     run_dir = Path(run_dir)
     if (run_dir / "model").is_dir():

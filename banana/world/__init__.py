@@ -16,10 +16,11 @@ Conventions (camera space, depth, normals, class ids, held-out rule) are documen
 
 from .dataset import (CONFIG_FILE, WORLD_PRESETS, WORLD_VERSION, WorldConfig, build_world, load_world,
                       read_world_config, world_features)
-from .render import camera_intrinsics, object_pixel_counts, pixel_rays, render_sample, render_scene
+from .render import camera_intrinsics, object_pixel_counts, pixel_rays, render_scene
+from .sampler import MAX_DEPTH, MIN_DEPTH, render_sample, sample_scene
 from .scene import (CANONICAL_PALETTE, CLASS_IDS, CLASS_NAMES, COLOR_VOCABULARY, HELD_OUT_COMBINATIONS,
-                    MAX_DEPTH, MIN_DEPTH, OBJECT_CLASS_IDS, OBJECT_SHAPES, SPLIT_ID, SPLITS, SURFACE_COLORS, Camera, Floor, Light,
-                    ObjectSpec, Scene, Wall, sample_scene)
+                    OBJECT_CLASS_IDS, OBJECT_SHAPES, SPLIT_ID, SPLITS, SURFACE_COLORS, Camera, Floor, Light,
+                    ObjectSpec, Scene, Wall)
 
 __all__ = [
     "CLASS_NAMES", "CLASS_IDS", "CANONICAL_PALETTE", "COLOR_VOCABULARY", "SURFACE_COLORS", "HELD_OUT_COMBINATIONS",

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .render import render_sample
-from .scene import CANONICAL_PALETTE, CLASS_NAMES, COLOR_VOCABULARY, HELD_OUT_COMBINATIONS, MAX_DEPTH, MIN_DEPTH
+from .sampler import MAX_DEPTH, MIN_DEPTH, render_sample
+from .scene import CANONICAL_PALETTE, CLASS_NAMES, COLOR_VOCABULARY, HELD_OUT_COMBINATIONS
 
 __all__ = ["WorldConfig", "WORLD_PRESETS", "WORLD_VERSION", "CONFIG_FILE", "world_features", "build_world",
            "load_world", "read_world_config"]

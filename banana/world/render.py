@@ -34,306 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .scene import CLASS_IDS, FLOOR_HALF_SIZE, SPLIT_ID, Camera, Scene, sample_scene
+from .primitives import EPS_OFFSET, T_MIN, Group, build_groups, column, dot, object_prims
+from .scene import CLASS_IDS, SPLIT_ID, Camera, Scene
 
-__all__ = ["render_scene", "render_sample", "camera_intrinsics", "pixel_rays", "object_pixel_counts"]
+__all__ = ["render_scene", "camera_intrinsics", "pixel_rays", "object_pixel_counts"]
 
-_EPS_OFFSET = 1e-4   # shadow-ray origin offset along the normal (metres)
-_T_MIN = 1e-6        # smallest accepted ray parameter
 
-
-def _dot(a, b):
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-
-
-def _col(v) -> np.ndarray:
-    return np.asarray(v, dtype=np.float64).reshape(3, 1)
-
-
-def _normalize(v: np.ndarray) -> np.ndarray:
-    return v / np.sqrt(_dot(v, v))
-
-
-# ---------------------------------------------------------------------- materials
-class _Material:
-    """Albedo (0..255 floats) as a function of the world point: plain, checker or stripes."""
-
-    def __init__(self, base, tone=None, pattern="plain", scale=1.0, mapping=None):
-        self.base = _col(base)
-        self.tone = _col(tone) if tone is not None else self.base
-        self.pattern = pattern
-        self.inv_scale = 1.0 / scale
-        self.mapping = mapping  # p (3, M) -> (u, v)
-
-    def albedo(self, p: np.ndarray) -> np.ndarray:
-        if self.pattern == "plain":
-            return np.broadcast_to(self.base, p.shape)
-        u, v = self.mapping(p)
-        cells = np.floor(u * self.inv_scale)
-        if self.pattern == "checker":
-            cells = cells + np.floor(v * self.inv_scale)
-        odd = (cells - 2.0 * np.floor(cells * 0.5)) > 0.5
-        return np.where(odd, self.tone, self.base)
-
-
-# ---------------------------------------------------------------------- primitives
-class _Prim:
-    """A closed-form primitive. ``hit`` returns (t, aux) with ``inf`` for misses; ``normal`` is outward."""
-
-    sem = 0
-    inst = 0
-    material: _Material
-
-    def hit(self, o, d, dd, tmin):  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def normal(self, p, aux):  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class _Sphere(_Prim):
-    def __init__(self, center, radius):
-        self.c, self.r = _col(center), float(radius)
-
-    def hit(self, o, d, dd, tmin):
-        oc = o - self.c
-        b = _dot(oc, d)
-        c = _dot(oc, oc) - self.r * self.r
-        disc = b * b - dd * c
-        ok = disc >= 0.0
-        t = (-b - np.sqrt(np.where(ok, disc, 0.0))) / dd
-        return np.where(ok & (t > tmin), t, np.inf), None
-
-    def normal(self, p, aux):
-        return (p - self.c) / self.r
-
-
-class _Tube(_Prim):
-    """The side of a finite cylinder with axis a -> b (only the entering root: closed shapes)."""
-
-    def __init__(self, a, b, radius):
-        self.a, self.ba, self.r = _col(a), _col(b) - _col(a), float(radius)
-        self.baba = float(_dot(self.ba, self.ba)[0])
-
-    def hit(self, o, d, dd, tmin):
-        ba, baba = self.ba, self.baba
-        oc = o - self.a
-        bard, baoc = _dot(ba, d), _dot(ba, oc)
-        k2 = baba * dd - bard * bard
-        k1 = baba * _dot(oc, d) - baoc * bard
-        k0 = baba * _dot(oc, oc) - baoc * baoc - self.r * self.r * baba
-        h = k1 * k1 - k2 * k0
-        ok = (h >= 0.0) & (k2 > 1e-12 * baba * dd)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (-k1 - np.sqrt(np.where(ok, h, 0.0))) / np.where(ok, k2, 1.0)
-        y = baoc + t * bard
-        ok &= (y >= 0.0) & (y <= baba) & (t > tmin)
-        return np.where(ok, t, np.inf), None
-
-    def normal(self, p, aux):
-        v = p - self.a
-        v = v - (_dot(v, self.ba) / self.baba) * self.ba
-        return _normalize(v)
-
-
-class _ConeBody(_Prim):
-    """The tangent cone between spheres (pa, ra) and (pb, rb): the body of a round cone.
-
-    Together with the two spheres it forms a sphere-swept segment with linearly varying radius
-    (closed form after Inigo Quilez's round-cone intersector; only the entering root is used).
-    """
-
-    def __init__(self, pa, pb, ra, rb):
-        self.a, self.ba = _col(pa), _col(pb) - _col(pa)
-        self.ra, self.rr = float(ra), float(ra) - float(rb)
-        self.m0 = float(_dot(self.ba, self.ba)[0])
-        self.d2 = self.m0 - self.rr * self.rr
-
-    def hit(self, o, d, dd, tmin):
-        inv = 1.0 / np.sqrt(dd)
-        rd = d * inv
-        oa = o - self.a
-        ba, ra, rr, d2 = self.ba, self.ra, self.rr, self.d2
-        m1, m2, m3, m5 = _dot(ba, oa), _dot(ba, rd), _dot(rd, oa), _dot(oa, oa)
-        k2 = d2 - m2 * m2
-        k1 = d2 * m3 - m1 * m2 + m2 * rr * ra
-        k0 = d2 * m5 - m1 * m1 + 2.0 * m1 * rr * ra - self.m0 * ra * ra
-        h = k1 * k1 - k0 * k2
-        ok = (h >= 0.0) & (k2 > 1e-12 * self.m0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (-np.sqrt(np.where(ok, h, 0.0)) - k1) / np.where(ok, k2, 1.0)
-        y = m1 - ra * rr + t * m2
-        t = t * inv
-        ok &= (y > 0.0) & (y < d2) & (t > tmin)
-        return np.where(ok, t, np.inf), None
-
-    def normal(self, p, aux):
-        q = p - self.a
-        y = _dot(self.ba, q) - self.ra * self.rr
-        return _normalize(self.d2 * q - self.ba * y)
-
-
-class _Disk(_Prim):
-    """A horizontal disc y = height centred on (cx, cz), normal +y (top cap)."""
-
-    def __init__(self, cx, height, cz, radius, up=True):
-        self.cx, self.h, self.cz, self.r2 = float(cx), float(height), float(cz), float(radius) ** 2
-        self.n = _col((0.0, 1.0 if up else -1.0, 0.0))
-
-    def hit(self, o, d, dd, tmin):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (self.h - o[1]) / d[1]
-        px, pz = o[0] + t * d[0] - self.cx, o[2] + t * d[2] - self.cz
-        ok = (t > tmin) & (px * px + pz * pz <= self.r2)
-        return np.where(ok, t, np.inf), None
-
-    def normal(self, p, aux):
-        return np.broadcast_to(self.n, p.shape)
-
-
-class _Box(_Prim):
-    """An oriented box (rotation about +y), intersected with slabs in its own frame."""
-
-    def __init__(self, center, half_extents, yaw_deg):
-        c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
-        self.c = _col(center)
-        self.axes = (_col((c, 0.0, s)), _col((0.0, 1.0, 0.0)), _col((-s, 0.0, c)))
-        self.h = [float(v) for v in half_extents]
-
-    def hit(self, o, d, dd, tmin):
-        oc = o - self.c
-        tn, tf = [], []
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for e, h in zip(self.axes, self.h):
-                lo, ld = _dot(oc, e), _dot(d, e)
-                t1, t2 = (-h - lo) / ld, (h - lo) / ld
-                tn.append(np.minimum(t1, t2))
-                tf.append(np.maximum(t1, t2))
-        tnear = np.maximum(np.maximum(tn[0], tn[1]), tn[2])
-        tfar = np.minimum(np.minimum(tf[0], tf[1]), tf[2])
-        ok = (tnear <= tfar) & (tnear > tmin)
-        aux = np.where(tn[0] >= tn[1], np.where(tn[0] >= tn[2], 0, 2), np.where(tn[1] >= tn[2], 1, 2))
-        return np.where(ok, tnear, np.inf), aux.astype(np.int8)
-
-    def normal(self, p, aux):
-        oc = p - self.c
-        n = np.zeros_like(p)
-        for axis, e in enumerate(self.axes):
-            sel = aux == axis
-            if sel.any():
-                sign = np.where(_dot(oc[:, sel], e) >= 0.0, 1.0, -1.0)
-                n[:, sel] = sign * e
-        return n
-
-
-class _Floor(_Prim):
-    def __init__(self, half_size):
-        self.half = float(half_size)
-        self.n = _col((0.0, 1.0, 0.0))
-
-    def hit(self, o, d, dd, tmin):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = -o[1] / d[1]
-        ok = (t > tmin) & (np.abs(o[0] + t * d[0]) <= self.half) & (np.abs(o[2] + t * d[2]) <= self.half)
-        return np.where(ok, t, np.inf), None
-
-    def normal(self, p, aux):
-        return np.broadcast_to(self.n, p.shape)
-
-
-class _WallRect(_Prim):
-    def __init__(self, origin, normal, tangent, half_width, height):
-        self.o, self.n, self.tg = _col(origin), _col(normal), _col(tangent)
-        self.hw, self.height = float(half_width), float(height)
-
-    def hit(self, o, d, dd, tmin):
-        denom = _dot(d, self.n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = _dot(self.o - o, self.n) / denom
-        p = o + t * d
-        s = _dot(p - self.o, self.tg)
-        ok = (t > tmin) & (np.abs(s) <= self.hw) & (p[1] >= 0.0) & (p[1] <= self.height)
-        return np.where(ok, t, np.inf), None
-
-    def normal(self, p, aux):
-        return np.broadcast_to(self.n, p.shape)
-
-
-class _Group:
-    """The primitives of one object (culled with a bounding sphere) or one stuff surface."""
-
-    def __init__(self, prims, bound=None, occluder=True):
-        self.prims = prims
-        self.bound = bound  # (centre (3,1), radius) or None
-        self.occluder = occluder
-
-    def candidates(self, o, d, dd, tmin):
-        """Boolean mask of rays that may hit the group (bounding sphere, either root beyond tmin)."""
-        c, r = self.bound
-        oc = o - c
-        b = _dot(oc, d)
-        disc = b * b - dd * (_dot(oc, oc) - r * r)
-        return (disc >= 0.0) & (-b + np.sqrt(np.maximum(disc, 0.0)) > tmin * dd)
-
-
-# ---------------------------------------------------------------------- scene -> primitives
-def _object_prims(obj) -> list[_Prim]:
-    x, y, z = obj.position
-    size = obj.size
-    if obj.shape == "sphere":
-        prims = [_Sphere((x, y, z), size["radius"])]
-    elif obj.shape == "box":
-        prims = [_Box((x, y, z), size["half_extents"], obj.yaw_deg)]
-    elif obj.shape == "cylinder":
-        r, h = size["radius"], size["height"]
-        prims = [_Tube((x, 0.0, z), (x, h, z), r), _Disk(x, h, z, r, up=True)]
-    elif obj.shape == "banana":
-        pts, jr = size["points"], size["joint_radii"]
-        prims = [_Sphere(p, r) for p, r in zip(pts, jr)]
-        prims += [_ConeBody(pts[k], pts[k + 1], jr[k], jr[k + 1]) for k in range(len(pts) - 1)]
-    else:
-        raise ValueError(f"unknown shape {obj.shape!r}")
-    if obj.texture is not None:
-        tex = obj.texture
-        material = _Material(obj.color_rgb, tex["tone_rgb"], tex["pattern"], tex["period"],
-                             mapping=lambda p: (p[1], None))
-    else:
-        material = _Material(obj.color_rgb)
-    for prim in prims:
-        prim.sem, prim.inst, prim.material = CLASS_IDS[obj.shape], obj.instance_id, material
-    return prims
-
-
-def _floor_mapping(angle_deg):
-    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
-    return lambda p: (c * p[0] + s * p[2], c * p[2] - s * p[0])
-
-
-def _wall_mapping(wall):
-    o, tg = _col(wall.origin), _col(wall.tangent)
-    if wall.angle_deg == 0.0:
-        return lambda p: (_dot(p - o, tg), p[1])
-    return lambda p: (p[1], _dot(p - o, tg))
-
-
-def _build_groups(scene: Scene) -> list[_Group]:
-    groups = []
-    for obj in scene.objects:
-        groups.append(_Group(_object_prims(obj), bound=(_col(obj.position), obj.sphere_radius * 1.001 + 1e-6)))
-    for wall in scene.walls:
-        prim = _WallRect(wall.origin, wall.normal, wall.tangent, wall.half_width, wall.height)
-        prim.sem, prim.inst = CLASS_IDS["wall"], 0
-        prim.material = _Material(wall.color_rgb, wall.tone_rgb, wall.pattern, wall.scale, _wall_mapping(wall))
-        groups.append(_Group([prim]))
-    fl = scene.floor
-    floor = _Floor(FLOOR_HALF_SIZE)
-    floor.sem, floor.inst = CLASS_IDS["floor"], 0
-    floor.material = _Material(fl.color_rgb, fl.tone_rgb, fl.pattern, fl.scale, _floor_mapping(fl.angle_deg))
-    groups.append(_Group([floor], occluder=False))
-    return groups
-
-
-# ---------------------------------------------------------------------- tracing
 def _closest_hit(groups, o, d, dd, tmin):
     """Closest intersection per ray: (t, primitive index or -1, aux, primitive list)."""
     n = d.shape[1]
@@ -374,7 +80,7 @@ def _occluded(groups, o, d, tmin):
     n = o.shape[1]
     blocked = np.zeros(n, dtype=bool)
     active = np.arange(n)
-    dd = _dot(d, d)
+    dd = dot(d, d)
     for g in groups:
         if not g.occluder or active.size == 0:
             continue
@@ -422,7 +128,7 @@ def pixel_rays(scene: Scene | Camera, resolution: int, offsets: np.ndarray | Non
     samples per pixel, sample-major; ``None`` means pixel centres (0.5, 0.5). Accepts a :class:`Scene` or its :class:`Camera`.
     """
     cam = scene.camera if isinstance(scene, Scene) else scene
-    right, up, back = (_col(v) for v in cam.basis())
+    right, up, back = (column(v) for v in cam.basis())
     tan_half = math.tan(math.radians(cam.fov_deg) / 2)
     rows, cols = np.divmod(np.arange(resolution * resolution, dtype=np.float64), resolution)
     if offsets is None:
@@ -435,18 +141,18 @@ def pixel_rays(scene: Scene | Camera, resolution: int, offsets: np.ndarray | Non
     xc = ((cols + ox) * (2.0 / resolution) - 1.0) * tan_half
     yc = (1.0 - (rows + oy) * (2.0 / resolution)) * tan_half
     d = xc * right + yc * up - back
-    return _col(cam.position), d
+    return column(cam.position), d
 
 
 def object_pixel_counts(objects, camera: Camera, resolution: int) -> np.ndarray:
     """Pixel-centre ray hits per object (index i -> ``objects[i]``), objects alone (no floor/walls).
 
-    Used by :func:`~banana.world.scene.sample_scene` to choose a camera that sees every object.
+    Used by :func:`~banana.world.sampler.sample_scene` to choose a camera that sees every object.
     """
-    groups = [_Group(_object_prims(obj), bound=(_col(obj.position), obj.sphere_radius * 1.001 + 1e-6))
+    groups = [Group(object_prims(obj), bound=(column(obj.position), obj.sphere_radius * 1.001 + 1e-6))
               for obj in objects]
     o, d = pixel_rays(camera, resolution)
-    _, best_p, _, prims = _closest_hit(groups, o, d, _dot(d, d), _T_MIN)
+    _, best_p, _, prims = _closest_hit(groups, o, d, dot(d, d), T_MIN)
     owner = np.array([-1] + [i for i, g in enumerate(groups) for _ in g.prims])
     return np.bincount(owner[best_p + 1] + 1, minlength=len(objects) + 1)[1:]
 
@@ -470,9 +176,9 @@ def _shade(scene, groups, prims, o, d, t, best_p, best_aux):
     sky = ~hit
     if sky.any():
         ds = d[:, sky]
-        s = np.clip(ds[1] / np.sqrt(_dot(ds, ds)), 0.0, 1.0)
+        s = np.clip(ds[1] / np.sqrt(dot(ds, ds)), 0.0, 1.0)
         s = s * (2.0 - s)
-        horizon, zenith = _col(scene.sky_horizon_rgb), _col(scene.sky_zenith_rgb)
+        horizon, zenith = column(scene.sky_horizon_rgb), column(scene.sky_zenith_rgb)
         rgb[:, sky] = horizon + (zenith - horizon) * s
     idx = np.flatnonzero(hit)
     normals_facing = None
@@ -480,17 +186,17 @@ def _shade(scene, groups, prims, o, d, t, best_p, best_aux):
         dh = d[:, idx]
         p = o + t[idx] * dh
         n, albedo = _surface(prims, best_p[idx], best_aux[idx], p)
-        n = np.where(_dot(n, dh) > 0.0, -n, n)
+        n = np.where(dot(n, dh) > 0.0, -n, n)
         normals_facing = n
         shade = np.full(idx.size, scene.ambient)
-        origin = p + _EPS_OFFSET * n
+        origin = p + EPS_OFFSET * n
         for light in scene.lights:
-            L = _col(light.direction)
-            lam = _dot(n, L)
+            L = column(light.direction)
+            lam = dot(n, L)
             lit = np.flatnonzero(lam > 0.0)
             if lit.size == 0:
                 continue
-            blocked = _occluded(groups, origin[:, lit], L, _T_MIN)
+            blocked = _occluded(groups, origin[:, lit], L, T_MIN)
             shade[lit] += np.where(blocked, 0.0, light.intensity * lam[lit])
         rgb[:, idx] = albedo * shade
     return rgb, idx, normals_facing
@@ -512,10 +218,10 @@ def render_scene(scene: Scene, resolution: int = 32, spp: int = 1) -> dict[str, 
     resolution, spp = int(resolution), int(spp)
     if resolution < 1 or spp < 1:
         raise ValueError("resolution and spp must be positive")
-    groups = _build_groups(scene)
+    groups = build_groups(scene)
     o, d = pixel_rays(scene, resolution)
-    dd = _dot(d, d)
-    t, best_p, best_aux, prims = _closest_hit(groups, o, d, dd, _T_MIN)
+    dd = dot(d, d)
+    t, best_p, best_aux, prims = _closest_hit(groups, o, d, dd, T_MIN)
     npix = resolution * resolution
 
     if spp == 1:
@@ -526,7 +232,7 @@ def render_scene(scene: Scene, resolution: int = 32, spp: int = 1) -> dict[str, 
         if idx.size:
             p = o + t[idx] * d[:, idx]
             n_world, _ = _surface(prims, best_p[idx], best_aux[idx], p)
-            n_world = np.where(_dot(n_world, d[:, idx]) > 0.0, -n_world, n_world)
+            n_world = np.where(dot(n_world, d[:, idx]) > 0.0, -n_world, n_world)
         rng = np.random.default_rng(np.random.SeedSequence(
             [scene.seed, SPLIT_ID[scene.split], scene.index, resolution, spp]))
         strata = rng.permuted(np.tile(np.arange(spp, dtype=np.float64), (npix, 1)), axis=1).T  # (spp, npix)
@@ -535,7 +241,7 @@ def render_scene(scene: Scene, resolution: int = 32, spp: int = 1) -> dict[str, 
         offsets = np.stack([((strata + jitter[0]) / spp).reshape(-1),
                             ((np.arange(spp, dtype=np.float64)[:, None] + jitter[1]) / spp).reshape(-1)])
         _, dk = pixel_rays(scene, resolution, offsets)
-        tk, pk, ak, prims_k = _closest_hit(groups, o, dk, _dot(dk, dk), _T_MIN)
+        tk, pk, ak, prims_k = _closest_hit(groups, o, dk, dot(dk, dk), T_MIN)
         rgb_k, _, _ = _shade(scene, groups, prims_k, o, dk, tk, pk, ak)
         rgb_k = rgb_k.reshape(3, spp, npix)
         rgb = rgb_k[:, 0].copy()
@@ -547,8 +253,8 @@ def render_scene(scene: Scene, resolution: int = 32, spp: int = 1) -> dict[str, 
     depth = t.astype(np.float32).reshape(resolution, resolution)
     normals = np.zeros((3, npix), dtype=np.float64)
     if idx.size:
-        right, up, back = (_col(v) for v in scene.camera.basis())
-        normals[:, idx] = np.stack([_dot(n_world, right), _dot(n_world, up), _dot(n_world, back)])
+        right, up, back = (column(v) for v in scene.camera.basis())
+        normals[:, idx] = np.stack([dot(n_world, right), dot(n_world, up), dot(n_world, back)])
     normals = normals.astype(np.float32).reshape(3, resolution, resolution)
     sem_table = np.array([CLASS_IDS["sky"]] + [p.sem for p in prims], dtype=np.uint8)
     inst_table = np.array([0] + [p.inst for p in prims], dtype=np.uint8)
@@ -569,8 +275,3 @@ def render_scene(scene: Scene, resolution: int = 32, spp: int = 1) -> dict[str, 
         "description": scene.describe(), "objects": json.dumps(infos), "index": scene.index,
         "split": scene.split, "seed": scene.seed, "fov_deg": float(scene.camera.fov_deg),
     }
-
-
-def render_sample(seed: int, split: str, index: int, resolution: int = 32, spp: int = 1) -> dict[str, Any]:
-    """``render_scene(sample_scene(seed, split, index), resolution, spp)``: a pure function of its inputs."""
-    return render_scene(sample_scene(seed, split, index), resolution=resolution, spp=spp)

@@ -41,7 +41,7 @@ What changes against the pixel generator
 
 Usage::
 
-    from banana.latent import LatentGenerator
+    from banana.models.latent import LatentGenerator
     gen = LatentGenerator.from_checkpoint("/models/stable-diffusion-v1-5", resolution=512)
     train(TrainConfig(tuning="lora", ...), "runs/sd-lora", generator=gen, world_dir="data/world/sd512")
     # or simply: train(config, run_dir, generator="/models/stable-diffusion-v1-5", world_dir=...)
@@ -55,22 +55,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from banana.config import SerializableConfig
+from banana.models.checkpoint import check_sd_checkpoint, load_vae, widen_conv_in
+from banana.models.io import GENERATOR_CONFIG, load_component, read_json, read_model_config, save_model_folder
 
 __all__ = ["LatentGeneratorConfig", "LatentGenerator", "CONV_IN_INITS", "LORA_WEIGHTS", "CONV_IN_WEIGHTS",
-           "is_sd_checkpoint", "is_saved_generator", "generator_config_from_dict", "load_generator",
-           "check_sd_checkpoint", "widen_conv_in", "load_vae", "main"]
+           "check_sd_checkpoint", "widen_conv_in", "load_vae"]
 
 CONV_IN_INITS = ("zeros", "copy-half", "pretrained")
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"   # diffusers' LORA_WEIGHT_NAME_SAFE
 CONV_IN_WEIGHTS = "conv_in.safetensors"
-GENERATOR_CONFIG = "generator_config.json"
-_COMPONENTS = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
-               "tokenizer": None, "scheduler": "scheduler_config.json"}
 _ADAPTER_FORMAT_VERSION = 2
 
 
@@ -119,93 +116,6 @@ class LatentGeneratorConfig(SerializableConfig):
         return self.resolution // self.vae_scale_factor
 
 
-def generator_config_from_dict(data: Mapping[str, Any]):
-    """A saved generator config dict -> :class:`LatentGeneratorConfig` (``kind == "latent"``) or
-    :class:`banana.models.GeneratorConfig` (strict, as ever)."""
-    if data.get("kind") == "latent":
-        return LatentGeneratorConfig.from_dict(data)
-    from banana.models import GeneratorConfig
-
-    return GeneratorConfig.from_dict(data)
-
-
-# --------------------------------------------------------------------------- checkpoint checks
-def is_saved_generator(directory: str | Path) -> bool:
-    """A directory written by ``BananaGenerator`` / ``LatentGenerator.save_pretrained``."""
-    return (Path(directory) / GENERATOR_CONFIG).is_file()
-
-
-def is_sd_checkpoint(directory: str | Path) -> bool:
-    """A diffusers SD-family pipeline directory (has ``model_index.json`` or a ``vae/`` folder)
-    that is not a saved banana generator."""
-    directory = Path(directory)
-    return (directory.is_dir() and not is_saved_generator(directory)
-            and ((directory / "model_index.json").is_file() or (directory / "vae").is_dir()))
-
-
-def check_sd_checkpoint(directory: str | Path) -> Path:
-    """Raise a clear error unless ``directory`` holds every component a LatentGenerator needs."""
-    directory = Path(directory)
-    if not directory.exists():
-        raise FileNotFoundError(f"SD checkpoint directory {directory} does not exist")
-    if not directory.is_dir():
-        raise NotADirectoryError(f"SD checkpoint {directory} is not a directory")
-    if (directory / "text_encoder_2").is_dir() or (directory / "transformer").is_dir():
-        raise ValueError(f"{directory} looks like an SDXL / DiT checkpoint (text_encoder_2/ or transformer/): "
-                         "LatentGenerator supports SD 1.x / 2.x-style UNet checkpoints only")
-    missing = []
-    for name, config_file in _COMPONENTS.items():
-        folder = directory / name
-        if not folder.is_dir():
-            missing.append(f"{name}/")
-        elif config_file is not None and not (folder / config_file).is_file():
-            missing.append(f"{name}/{config_file}")
-        elif name == "tokenizer" and not ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()
-                                          or (folder / "tokenizer.json").is_file()):
-            missing.append("tokenizer/vocab.json + merges.txt (or tokenizer.json)")
-    if missing:
-        raise FileNotFoundError(f"{directory} is not a complete Stable-Diffusion-family checkpoint: missing "
-                                f"{', '.join(missing)}. Expected the layout StableDiffusionPipeline.save_pretrained "
-                                "writes: unet/, vae/, text_encoder/, tokenizer/, scheduler/ (+ model_index.json)")
-    unet_class = json.loads((directory / "unet" / "config.json").read_text()).get("_class_name")
-    if unet_class not in (None, "UNet2DConditionModel"):
-        raise ValueError(f"{directory}/unet is a {unet_class}, not a UNet2DConditionModel")
-    return directory
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-
-
-def widen_conv_in(unet, channels: int, init: str = "zeros") -> None:
-    """Widen ``unet.conv_in`` (in place) from ``channels`` to ``2 * channels`` inputs.
-
-    ``"zeros"``: old weights on the first half, zeros on the second (the UNet's output is
-    unchanged for any condition). ``"copy-half"``: ``w / 2`` on both halves (Marigold). The
-    bias is kept; ``unet.config.in_channels`` is updated so ``save_pretrained`` round-trips.
-    """
-    old = unet.conv_in
-    if old.in_channels != channels:
-        raise ValueError(f"conv_in has {old.in_channels} input channels, expected {channels}")
-    new = nn.Conv2d(2 * channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                    bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        if init == "zeros":
-            new.weight.zero_()
-            new.weight[:, :channels].copy_(old.weight)
-        elif init == "copy-half":
-            new.weight.copy_(torch.cat([old.weight, old.weight], dim=1) * 0.5)
-        else:
-            raise ValueError(f"conv_in init must be 'zeros' or 'copy-half', got {init!r}")
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    unet.conv_in = new
-    unet.register_to_config(in_channels=2 * channels)
-
-
 # --------------------------------------------------------------------------- the generator
 class LatentGenerator(nn.Module):
     """UNet (widened conv_in) + VAE + CLIP text encoder + tokenizer, with the config that fixes
@@ -252,7 +162,7 @@ class LatentGenerator(nn.Module):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         directory = check_sd_checkpoint(directory)
-        scheduler = _read_json(directory / "scheduler" / "scheduler_config.json")
+        scheduler = read_json(directory / "scheduler" / "scheduler_config.json")
         if scheduler.get("trained_betas") is not None:
             raise ValueError(f"{directory}/scheduler uses trained_betas, which banana's schedules do not support")
         kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
@@ -388,23 +298,17 @@ class LatentGenerator(nn.Module):
         :meth:`from_pretrained` puts back."""
         from banana.adapters import has_lora
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / GENERATOR_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=1))
-        if has_lora(self):
-            from safetensors.torch import save_file
-
-            (directory / "unet").mkdir(parents=True, exist_ok=True)
+        components = {"vae": self.vae, "text_encoder": self.text_encoder, "tokenizer": self.tokenizer}
+        if has_lora(self):       # the base weights, in the file diffusers' from_pretrained reads
+            base = {k.replace(".base_layer", ""): v for k, v in self.unet.state_dict().items() if ".lora_" not in k}
+            directory = save_model_folder(directory, GENERATOR_CONFIG, self.config.to_dict(), components,
+                                          {"unet/diffusion_pytorch_model.safetensors": base},
+                                          tensor_metadata={"format": "pt"})
             self.unet.save_config(directory / "unet")
-            base = {k.replace(".base_layer", ""): v.detach().to("cpu").contiguous().clone()
-                    for k, v in self.unet.state_dict().items() if ".lora_" not in k}
-            save_file(base, str(directory / "unet" / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
             self.save_adapter(directory / "adapter")
         else:
-            self.unet.save_pretrained(directory / "unet", safe_serialization=True)
-        self.vae.save_pretrained(directory / "vae", safe_serialization=True)
-        self.text_encoder.save_pretrained(directory / "text_encoder", safe_serialization=True)
-        self.tokenizer.save_pretrained(directory / "tokenizer")
+            directory = save_model_folder(directory, GENERATOR_CONFIG, self.config.to_dict(),
+                                          {"unet": self.unet, **components})
         return directory
 
     @classmethod
@@ -413,17 +317,14 @@ class LatentGenerator(nn.Module):
         from transformers import CLIPTextModel, CLIPTokenizer
 
         directory = Path(directory)
-        path = directory / GENERATOR_CONFIG
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: {directory} is not a saved LatentGenerator")
-        data = _read_json(path)
+        data = read_model_config(directory, GENERATOR_CONFIG, "LatentGenerator")
         if data.get("kind") != "latent":
             raise ValueError(f"{directory} holds a pixel BananaGenerator, not a LatentGenerator")
         config = LatentGeneratorConfig.from_dict(data)
-        unet = UNet2DConditionModel.from_pretrained(directory / "unet", use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(directory / "vae", use_safetensors=True)
-        text_encoder = CLIPTextModel.from_pretrained(directory / "text_encoder", use_safetensors=True)
-        tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer")
+        unet = load_component(UNet2DConditionModel, directory, "unet")
+        vae = load_component(AutoencoderKL, directory, "vae")
+        text_encoder = load_component(CLIPTextModel, directory, "text_encoder")
+        tokenizer = load_component(CLIPTokenizer, directory, "tokenizer")
         generator = cls(config, unet, vae, text_encoder, tokenizer)
         if (directory / "adapter").is_dir():              # saved with LoRA (see save_pretrained)
             generator.load_adapter(directory / "adapter")
@@ -443,8 +344,8 @@ class LatentGenerator(nn.Module):
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
-        from banana.adapters import ADAPTER_CONFIG, ADAPTER_NAME, _FORMAT, base_fingerprint, codec_settings, has_lora
-        from banana.provenance import _jsonable
+        from banana.adapters import ADAPTER_CONFIG, ADAPTER_NAME, ADAPTER_FORMAT, base_fingerprint, codec_settings, has_lora
+        from banana.provenance import jsonable
 
         if not has_lora(self):
             raise ValueError("the generator has no LoRA adapter: call banana.adapters.add_lora first")
@@ -459,17 +360,17 @@ class LatentGenerator(nn.Module):
                                                   unet_lora_adapter_metadata=peft_config.to_dict())
         conv = {f"unet.conv_in.{k}": v.detach().to("cpu").contiguous().clone()
                 for k, v in self.unet.conv_in.state_dict().items()}
-        save_file(conv, str(directory / CONV_IN_WEIGHTS), metadata={"format": _FORMAT})
+        save_file(conv, str(directory / CONV_IN_WEIGHTS), metadata={"format": ADAPTER_FORMAT})
         files = {"lora": LORA_WEIGHTS, "conv_in": CONV_IN_WEIGHTS}
         if self.config.train_text_encoder:
             text = {k: v.detach().to("cpu").contiguous().clone() for k, v in self.text_encoder.state_dict().items()}
-            save_file(text, str(directory / "text_encoder.safetensors"), metadata={"format": _FORMAT})
+            save_file(text, str(directory / "text_encoder.safetensors"), metadata={"format": ADAPTER_FORMAT})
             files["text_encoder"] = "text_encoder.safetensors"
         metadata = dict(metadata or {})
         metadata.setdefault("codecs", codec_settings())
         metadata.setdefault("base_model", self.source)
         record = {
-            "format": _FORMAT, "format_version": _ADAPTER_FORMAT_VERSION, "weights_format": "diffusers-lora",
+            "format": ADAPTER_FORMAT, "format_version": _ADAPTER_FORMAT_VERSION, "weights_format": "diffusers-lora",
             "files": files,
             "rank": int(peft_config.r), "alpha": int(peft_config.lora_alpha),
             "targets": sorted(peft_config.target_modules), "init": peft_config.init_lora_weights,
@@ -477,7 +378,7 @@ class LatentGenerator(nn.Module):
             "base_fingerprint": base_fingerprint(self),
             "generator_config": self.config.to_dict(),
             "num_tensors": {"lora": len(lora_state), "conv_in": len(conv)},
-            "metadata": _jsonable(metadata),
+            "metadata": jsonable(metadata),
             "diffusers_usage": ("pipe.load_lora_weights(dir) loads the LoRA into an SD pipeline; the widened conv_in "
                                 "(conv_in.safetensors) must be put into a UNet whose conv_in reads 2x the latent "
                                 "channels"),
@@ -524,90 +425,3 @@ class LatentGenerator(nn.Module):
             p.requires_grad_(".lora_" in name or name.startswith("conv_in."))
         self.text_encoder.requires_grad_(self.config.train_text_encoder)
         return self.eval()
-
-
-# --------------------------------------------------------------------------- one loader for every kind
-def load_generator(directory: str | Path, resolution: int | None = None,
-                   generator_config: Mapping | None = None, **checkpoint_kwargs):
-    """Load whatever generator ``directory`` holds.
-
-    * a saved banana generator (``generator_config.json``): ``BananaGenerator.from_pretrained`` or
-      ``LatentGenerator.from_pretrained``, by the config's ``kind``;
-    * an SD-family checkpoint (``model_index.json`` / ``vae/``): ``LatentGenerator.from_checkpoint``
-      (``resolution`` and ``checkpoint_kwargs`` passed on), or, with ``generator_config`` (a saved
-      latent config, e.g. an adapter's), :meth:`LatentGenerator.for_config`.
-
-    Anything else raises ``FileNotFoundError`` saying what was expected.
-    """
-    directory = Path(directory)
-    if is_saved_generator(directory):
-        data = _read_json(directory / GENERATOR_CONFIG)
-        if data.get("kind") == "latent":
-            return LatentGenerator.from_pretrained(directory)
-        from banana.models import BananaGenerator
-
-        return BananaGenerator.from_pretrained(directory)
-    if is_sd_checkpoint(directory):
-        if generator_config is not None and generator_config.get("kind") == "latent":
-            return LatentGenerator.for_config(directory, generator_config)
-        return LatentGenerator.from_checkpoint(directory, resolution=resolution, **checkpoint_kwargs)
-    if not directory.exists():
-        raise FileNotFoundError(f"generator directory {directory} does not exist")
-    raise FileNotFoundError(f"{directory} is neither a saved banana generator ({GENERATOR_CONFIG}) nor a "
-                            "Stable-Diffusion-family checkpoint (model_index.json, unet/, vae/, text_encoder/, "
-                            "tokenizer/, scheduler/)")
-
-
-# --------------------------------------------------------------------------- the VAE alone
-def load_vae(directory: str | Path, torch_dtype: torch.dtype | None = None):
-    """An ``AutoencoderKL`` from a VAE folder (``config.json`` + weights), an SD-family checkpoint
-    (its ``vae/``) or a saved LatentGenerator (its ``vae/``)."""
-    from diffusers import AutoencoderKL
-
-    directory = Path(directory)
-    folder = directory / "vae" if (directory / "vae" / "config.json").is_file() else directory
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"no VAE at {directory}: expected config.json there or in {directory}/vae/")
-    kwargs = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
-    return AutoencoderKL.from_pretrained(folder, **kwargs).eval()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m banana.latent vae-ceiling VAE --world DIR``: the codec ceiling through a VAE."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m banana.latent", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    ceiling = commands.add_parser("vae-ceiling", help="codec ceiling through a VAE round trip",
-                                  description="ground truth -> codec -> 8-bit -> VAE encode/decode -> 8-bit -> "
-                                              "codec decode -> metric, next to the plain 8-bit ceiling")
-    ceiling.add_argument("vae", help="VAE folder, SD-family checkpoint (uses vae/) or saved LatentGenerator")
-    ceiling.add_argument("--world", required=True, help="a built banana world (its resolution must divide by the "
-                                                         "VAE's factor: 8 for SD)")
-    ceiling.add_argument("--split", default="test", help="world split (default test)")
-    ceiling.add_argument("-n", type=int, default=64, help="scenes scored (default 64)")
-    ceiling.add_argument("--batch-size", type=int, default=16, help="images per VAE call")
-    ceiling.add_argument("--device", default=None, help="default cuda if available, else cpu")
-    ceiling.add_argument("--out", default=None, help="also write the tidy table as CSV here")
-    args = parser.parse_args(argv)
-
-    from banana.evaluation.ceiling import ceiling_table, vae_codec_ceiling
-    from banana.world import CANONICAL_PALETTE, load_world
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    split = load_world(args.world)[args.split]
-    rows = split[0:min(args.n, len(split))]
-    vae = load_vae(args.vae).to(device)
-    frame = vae_codec_ceiling(vae, np.asarray(rows["semantic"]), np.asarray(rows["depth"]),
-                              np.asarray(rows["normals"]), CANONICAL_PALETTE, batch_size=args.batch_size)
-    table = ceiling_table(frame, {"segmentation": ("miou",), "depth": ("abs_rel", "delta1"), "normals": ("mean",)})
-    print(table.round(4).to_markdown())
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

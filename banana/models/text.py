@@ -1,6 +1,5 @@
-"""The generator: a pixel-space diffusion UNet that reads instructions, and its presets.
-
-Read top to bottom:
+"""The instruction side of the generator: a tokenizer that reads numerals as quantities, the
+vocabulary it is built from, and the small transformer that embeds instructions.
 
 1. :class:`InstructionTokenizer` turns a prompt into word ids **and numbers**. The
    segmentation prompt names colours as RGB tuples (``"sky": <135,206,235>``), and a model that
@@ -12,13 +11,6 @@ Read top to bottom:
    class names (e.g. Cityscapes' 19).
 2. :class:`InstructionEncoder` embeds tokens (a numeral's embedding is a learned function of its
    value) and runs a small transformer; the UNet attends to its output.
-3. :class:`BananaGenerator` is InstructPix2Pix-shaped: the UNet's input is the noisy target (3
-   channels) concatenated with a conditioning image (3 channels; zeros when generating from text
-   alone), the instruction enters through cross-attention.
-4. :class:`GeneratorConfig` and :data:`GENERATOR_PRESETS` (``smoke`` / ``cpu`` / ``gpu``) size it,
-   and the config travels inside every saved model.
-
-Images live in [-1, 1] inside the model (``2 * rgb - 1``), in [0, 1] outside it.
 """
 
 from __future__ import annotations
@@ -27,17 +19,13 @@ import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
-
-from banana.config import SerializableConfig
 
 # --------------------------------------------------------------------------- tokenizer
 PAD, UNK, NUM, BOS = "<pad>", "<unk>", "<num>", "<bos>"
@@ -107,9 +95,8 @@ def palette_prompt_tokens(class_names: Sequence[str]) -> int:
     return max(tokenizer.count_tokens(SegmentationCodec(palette).prompt(style)) for style in PROMPT_STYLES)
 
 
-def config_for_classes(config: "GeneratorConfig", class_names: Sequence[str],
-                       texts: Iterable[str] = ()) -> "GeneratorConfig":
-    """``config`` made able to read every prompt of a dataset with ``class_names``: the words of
+def config_for_classes(config, class_names: Sequence[str], texts: Iterable[str] = ()):
+    """``config`` (a :class:`~banana.models.config.GeneratorConfig`) made able to read every prompt of a dataset with ``class_names``: the words of
     the class names and of ``texts`` (its captions, say) are appended to the vocabulary, and
     ``max_tokens`` grows (to a multiple of 16) when the longest segmentation prompt
     (:func:`palette_prompt_tokens`), a depth/normals instruction or one of ``texts`` needs more.
@@ -280,176 +267,3 @@ class InstructionEncoder(ModelMixin, ConfigMixin):
                   + self.number_embedding(fourier) * is_number)
         hidden = self.transformer(hidden, src_key_padding_mask=~attention_mask)
         return self.final_norm(hidden)
-
-
-# --------------------------------------------------------------------------- config and presets
-@dataclass(frozen=True)
-class GeneratorConfig(SerializableConfig):
-    """Everything that fixes the generator's architecture and its diffusion process."""
-
-    resolution: int = 32                                   # image side in pixels
-    block_out_channels: tuple[int, ...] = (32, 64, 64)    # UNet width per level
-    layers_per_block: int = 1
-    cross_attention_levels: tuple[bool, ...] = (False, True, True)  # attention only where it is cheap
-    attention_head_dim: int = 8
-    norm_num_groups: int = 8
-    text_dim: int = 64                                     # = the UNet's cross-attention width
-    text_layers: int = 2
-    text_heads: int = 4
-    max_tokens: int = 64
-    prediction_type: str = "sample"                        # "epsilon" | "v_prediction" | "sample" (x0)
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "squaredcos_cap_v2"
-    timestep_spacing: str = "trailing"                     # trailing: few-step sampling works
-    vocabulary: tuple[str, ...] = field(default_factory=lambda: tuple(default_vocabulary()))
-
-    def __post_init__(self):
-        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {self.prediction_type!r}")
-        if self.timestep_spacing not in ("leading", "trailing", "linspace"):
-            raise ValueError(f"timestep_spacing must be leading, trailing or linspace, got {self.timestep_spacing!r}")
-        if len(self.cross_attention_levels) != len(self.block_out_channels):
-            raise ValueError("cross_attention_levels needs one entry per level of block_out_channels")
-        if self.resolution % 2 ** (len(self.block_out_channels) - 1):
-            raise ValueError(f"resolution {self.resolution} is not divisible by the UNet's downsampling "
-                             f"factor {2 ** (len(self.block_out_channels) - 1)}")
-
-
-
-#: Presets, sized from measurements on a 2-core CPU (PROBES.md): the 1.7 M-parameter ``cpu``
-#: UNet trains at ~45 img/s at 32x32; ``smoke`` is for tests; ``gpu`` for one H100-class card.
-GENERATOR_PRESETS: dict[str, GeneratorConfig] = {
-    "smoke": GeneratorConfig(resolution=16, block_out_channels=(16, 32), cross_attention_levels=(False, True),
-                             text_dim=32, text_layers=1, text_heads=2, attention_head_dim=8),
-    "cpu": GeneratorConfig(),
-    "gpu": GeneratorConfig(resolution=64, block_out_channels=(64, 128, 256, 256), layers_per_block=2,
-                           cross_attention_levels=(False, True, True, True), attention_head_dim=32,
-                           norm_num_groups=32, text_dim=256, text_layers=4, text_heads=8),
-}
-
-
-def build_unet(config: GeneratorConfig) -> UNet2DConditionModel:
-    """The diffusers UNet for ``config``: 6 input channels (noisy target + condition), 3 out."""
-    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.cross_attention_levels)
-    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.cross_attention_levels))
-    return UNet2DConditionModel(
-        sample_size=config.resolution, in_channels=6, out_channels=3,
-        block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
-        down_block_types=down, up_block_types=up, mid_block_type="UNetMidBlock2DCrossAttn",
-        cross_attention_dim=config.text_dim, attention_head_dim=config.attention_head_dim,
-        norm_num_groups=config.norm_num_groups,
-    )
-
-
-def build_noise_scheduler(config: GeneratorConfig):
-    """The training noise schedule (DDPM); samplers are built from its config (:mod:`banana.pipeline`)."""
-    from diffusers import DDPMScheduler
-
-    # beta_start / beta_end: only configs that carry them (a latent generator's SD schedule);
-    # GeneratorConfig has none, so the pixel schedule keeps diffusers' defaults.
-    betas = {k: getattr(config, k) for k in ("beta_start", "beta_end") if hasattr(config, k)}
-    return DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-                         prediction_type=config.prediction_type, timestep_spacing=config.timestep_spacing,
-                         clip_sample=False, **betas)
-
-
-# --------------------------------------------------------------------------- the generator
-class BananaGenerator(nn.Module):
-    """UNet + instruction encoder + tokenizer, with the config that built them."""
-
-    def __init__(self, config: GeneratorConfig, unet: UNet2DConditionModel | None = None,
-                 text_encoder: InstructionEncoder | None = None):
-        super().__init__()
-        self.config = config
-        self.tokenizer = InstructionTokenizer(config.vocabulary, config.max_tokens)
-        self.unet = unet if unet is not None else build_unet(config)
-        self.text_encoder = text_encoder if text_encoder is not None else InstructionEncoder(
-            vocab_size=self.tokenizer.vocab_size, dim=config.text_dim, layers=config.text_layers,
-            heads=config.text_heads, max_tokens=config.max_tokens)
-
-    @classmethod
-    def from_preset(cls, name: str, seed: int | None = None, class_names: Sequence[str] | None = None,
-                    texts: Sequence[str] = (), **overrides) -> "BananaGenerator":
-        """A freshly initialised generator from a preset; ``seed`` fixes the initial weights.
-        ``class_names`` (and ``texts``, e.g. captions): size the vocabulary and ``max_tokens`` for
-        a dataset's prompts (:func:`config_for_classes`; the world's classes change nothing)."""
-        if name not in GENERATOR_PRESETS:
-            raise ValueError(f"unknown generator preset {name!r}; choose from {sorted(GENERATOR_PRESETS)}")
-        config = dataclasses.replace(GENERATOR_PRESETS[name], **overrides)
-        if class_names is not None or texts:
-            config = config_for_classes(config, list(class_names or ()), texts)
-        if seed is not None:
-            torch.manual_seed(seed)
-        return cls(config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    def encode_prompts(self, prompts: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> (hidden states [B, L, D], attention mask [B, L])."""
-        tokens = {k: v.to(self.device) for k, v in self.tokenizer(prompts).items()}
-        return self.text_encoder(**tokens), tokens["attention_mask"]
-
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: torch.Tensor,
-                text_states: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """The model output (noise, v or x0 per ``config.prediction_type``) for noisy targets
-        ``[B, 3, H, W]`` in [-1, 1] given condition images ``[B, 3, H, W]`` in [-1, 1]."""
-        if noisy.shape != condition.shape or noisy.shape[1] != 3:
-            raise ValueError(f"noisy target and condition must both be [B, 3, H, W], got "
-                             f"{tuple(noisy.shape)} and {tuple(condition.shape)}")
-        return self.unet(torch.cat([noisy, condition], dim=1), timesteps, encoder_hidden_states=text_states,
-                         encoder_attention_mask=text_mask).sample
-
-    # -- model space: pixels here. A latent generator (banana.latent) maps images through its VAE;
-    # the loss, the sampling loop and retention call these three, never assume pixels.
-    def sample_shape(self, batch_size: int) -> tuple[int, int, int, int]:
-        """Shape of ``batch_size`` model-space samples (the sampler's initial noise)."""
-        return (int(batch_size), 3, self.config.resolution, self.config.resolution)
-
-    def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> model space: the identity for a pixel-space generator."""
-        return images
-
-    def to_image_space(self, samples: torch.Tensor) -> torch.Tensor:
-        """Model-space samples -> images in [-1, 1]: the identity for a pixel-space generator."""
-        return samples
-
-    def num_parameters(self) -> dict[str, int]:
-        return {"unet": sum(p.numel() for p in self.unet.parameters()),
-                "text_encoder": sum(p.numel() for p in self.text_encoder.parameters())}
-
-    # -- persistence: diffusers' folder layout, one subfolder per component
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """``generator_config.json``, ``unet/``, ``text_encoder/`` (safetensors) and ``tokenizer.json``.
-
-        A UNet carrying LoRA adapters is saved **merged** (a fused copy; this generator keeps its
-        adapters): peft renames the adapted layers' weights, which ``from_pretrained`` would not
-        find and silently re-initialise. To keep the adapter separate, use
-        :func:`banana.adapters.save_adapter`.
-        """
-        import copy
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "generator_config.json").write_text(json.dumps(self.config.to_dict(), indent=1))
-        unet = self.unet
-        if getattr(unet, "_hf_peft_config_loaded", False):
-            unet = copy.deepcopy(unet)
-            unet.fuse_lora()
-            unet.unload_lora()
-        unet.save_pretrained(directory / "unet", safe_serialization=True)
-        self.text_encoder.save_pretrained(directory / "text_encoder", safe_serialization=True)
-        self.tokenizer.save(directory)
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "BananaGenerator":
-        directory = Path(directory)
-        config_path = directory / "generator_config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path} does not exist: {directory} is not a saved BananaGenerator")
-        config = GeneratorConfig.from_dict(json.loads(config_path.read_text()))
-        unet = UNet2DConditionModel.from_pretrained(directory / "unet", use_safetensors=True)
-        text_encoder = InstructionEncoder.from_pretrained(directory / "text_encoder", use_safetensors=True)
-        return cls(config, unet=unet, text_encoder=text_encoder).eval()

@@ -1,0 +1,199 @@
+"""A grid folder as a report: the tidy tables (``results.csv``, ``results_long.csv``), seaborn
+figures and a Markdown summary (mean ± sd over seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+from banana.grid.spec import GRID_FILE, METRICS_FILE, STATUS_FILE, point_name, point_status
+
+
+# --------------------------------------------------------------------------- aggregation
+def _flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def collect(grid_dir: str | Path):
+    """A DataFrame with one row per point of a grid folder: the grid's axes, ``status``,
+    ``seconds``, then every number in the point's ``metrics.json`` (nested keys joined by ``/``)."""
+    import pandas as pd
+
+    grid_dir = Path(grid_dir)
+    grid_path = grid_dir / GRID_FILE
+    if not grid_path.is_file():
+        raise FileNotFoundError(f"{grid_path} does not exist: {grid_dir} is not a grid folder (run `banana grid` first)")
+    stored = json.loads(grid_path.read_text())
+    rows = []
+    for p in stored["points"]:
+        name = point_name(p, stored["axes"])
+        point_dir = grid_dir / name
+        row: dict[str, Any] = {"point": name, **{a: p.get(a) for a in stored["axes"]}}
+        row["status"] = point_status(point_dir)
+        status_path = point_dir / STATUS_FILE
+        row["seconds"] = json.loads(status_path.read_text()).get("seconds") if status_path.is_file() else math.nan
+        if row["status"] == "done":
+            row.update(_flatten(json.loads((point_dir / METRICS_FILE).read_text())))
+        rows.append(row)
+    return pd.DataFrame(rows), stored
+
+
+def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Path | None:
+    """One seaborn figure: a panel per metric, ``x`` against the metric, ``hue``/``style`` lines,
+    mean and sd over the remaining axes (seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import seaborn as sns
+
+    for column, value in (figure.get("where") or {}).items():
+        if column in frame.columns:
+            frame = frame[frame[column].astype(str) == str(value)]
+    # Axes a (profile's smaller) grid does not have are dropped from the figure, not an error.
+    figure = {k: v for k, v in figure.items() if k not in ("hue", "style", "size") or v in frame.columns}
+    metrics = [m for m in figure.get("metrics", []) if m in frame.columns]
+    x = figure["x"]
+    if not metrics or x not in frame.columns:
+        return None
+    id_columns = [c for c in (x, figure.get("hue"), figure.get("style"), figure.get("size")) if c]
+    long = frame.melt(id_vars=[c for c in dict.fromkeys(id_columns)], value_vars=metrics, var_name="metric",
+                      value_name="value").dropna(subset=["value"])
+    if long.empty:
+        return None
+    for column in ("hue", "style"):            # categories, not a colour/marker scale
+        name = figure.get(column)
+        if name and name != x:
+            long[name] = long[name].astype(str)
+    kind = figure.get("kind", "line")
+    kwargs = dict(x=x, y="value", col="metric", col_wrap=min(len(metrics), int(figure.get("col_wrap", 4))),
+                  hue=figure.get("hue"), style=figure.get("style"), kind=kind, facet_kws={"sharey": False},
+                  height=2.8, aspect=1.15)
+    if kind == "line":
+        kwargs.update(marker="o", errorbar="sd")
+    else:
+        kwargs.update(size=figure.get("size"))
+    grid = sns.relplot(long, **kwargs)
+    if figure.get("logx"):
+        for ax in grid.axes.flat:
+            if figure["logx"] == "symlog":
+                linthresh = float(figure.get("linthresh", 0.01))
+                ax.set_xscale("symlog", linthresh=linthresh)
+                if long[x].min() >= 0:           # no empty negative half for non-negative data
+                    ax.set_xlim(left=-linthresh / 2)
+            else:
+                ax.set_xscale("log")
+    grid.set_titles("{col_name}")
+    if figure.get("title"):
+        grid.figure.suptitle(figure["title"], y=1.02)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    matplotlib.pyplot.close(grid.figure)
+    return path
+
+
+def _display_path(path: str | Path) -> str:
+    """``path`` relative to the repository when it is inside it (reports stay machine-independent)."""
+    from banana.paths import REPO_ROOT
+
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name: str | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``results_long.csv``, figures and ``summary.md`` for a grid folder
+    into ``reports_dir`` (default ``reports/<grid name>``). Returns the written paths."""
+    import pandas as pd
+
+    from banana.paths import REPO_ROOT
+
+    frame, stored = collect(grid_dir)
+    name = name or stored.get("name") or Path(grid_dir).name
+    out = Path(reports_dir) if reports_dir is not None else REPO_ROOT / "reports" / name
+    out.mkdir(parents=True, exist_ok=True)
+    axes = list(stored["axes"])
+    written: dict[str, Path] = {}
+    frame.to_csv(out / "results.csv", index=False)
+    written["results"] = out / "results.csv"
+    done = frame[frame["status"] == "done"]
+    metric_columns = [c for c in frame.columns if c not in (*axes, "point", "status", "seconds")
+                      and not c.endswith(("_ci_lo", "_ci_hi", "_floor", "_above_floor"))]
+    long = done.melt(id_vars=["point", *axes], value_vars=metric_columns, var_name="metric", value_name="value")
+    long.to_csv(out / "results_long.csv", index=False)
+    written["results_long"] = out / "results_long.csv"
+
+    figures = list(stored.get("report", {}).get("figures", []))
+    if not figures and axes:
+        x = next((a for a in axes if a != "seed"), axes[0])
+        figures = [{"name": "metrics", "x": x, "metrics": metric_columns[:8]}]
+    for figure in figures:
+        path = _figure(done, stored, figure, out / f"{name}_{figure.get('name', 'metrics')}.png")
+        if path is not None:
+            written[f"figure:{figure.get('name', 'metrics')}"] = path
+
+    # Mean ± sd over seeds (or over nothing, if there is no seed axis).
+    group = [a for a in axes if a != "seed"]
+    shown = [m for m in stored.get("report", {}).get("table", metric_columns) if m in done.columns]
+    lines = [f"# Grid `{name}`", "",
+             f"Notebook `{stored['notebook']}`, profile `{stored['profile']}`, git `{stored.get('git_sha')}`, "
+             f"{len(frame)} points: " + ", ".join(f"{k} {v}" for k, v in frame["status"].value_counts().items()) + ".",
+             "", f"Fixed parameters: `{json.dumps(stored['parameters'])}`.", ""]
+    if not done.empty and shown:
+        numeric = done[group + shown] if group else done[shown]
+        extra = [c for m in shown for c in (f"{m}_ci_lo", f"{m}_ci_hi", f"{m}_above_floor") if c in done.columns]
+        keys = group or ["point"]
+        stats = done[keys + shown + extra].groupby(keys, dropna=False, sort=True).agg(["mean", "std", "count", "min"])
+        table = pd.DataFrame(index=stats.index)
+        for m in shown:
+            mean, std, count = stats[(m, "mean")], stats[(m, "std")], stats[(m, "count")]
+            cells = [f"{a:.4g} ± {s:.2g}" if c > 1 else f"{a:.4g}" for a, s, c in zip(mean, std.fillna(0), count)]
+            if f"{m}_ci_lo" in done.columns:     # the bootstrap interval over images (mean of the seeds' bounds)
+                cells = [f"{c} [{lo:.3g}, {hi:.3g}]" for c, lo, hi in
+                         zip(cells, stats[(f"{m}_ci_lo", "mean")], stats[(f"{m}_ci_hi", "mean")])]
+            if f"{m}_above_floor" in done.columns:   # at floor unless every seed is above the best floor
+                cells = [c if above == 1 else f"{c} (at floor)" for c, above in
+                         zip(cells, stats[(f"{m}_above_floor", "min")])]
+            table[m] = cells
+        table["n"] = stats[(shown[0], "count")].astype(int)
+        table = table.reset_index()
+        if not group:
+            table = table.drop(columns="point")
+        title = "Mean ± sd over seeds" if "seed" in axes else "Results"
+        lines += [f"## {title}", ""]
+        if extra:
+            lines += ["Each cell: mean ± sd over seeds, then [the 95% bootstrap interval over the scored images], "
+                      "\"(at floor)\" when a seed's point is not distinguishable (paired bootstrap) from the best floor "
+                      "baseline on the same images.", ""]
+        lines += [table.to_markdown(index=False), ""]
+        floor_values = {m: done[f"{m}_floor"].dropna().unique() for m in shown if f"{m}_floor" in done.columns}
+        if floor_values:
+            lines += ["Best floor baseline per metric (per-pixel majority class / median train depth / mean train "
+                      "normal, and the untuned base generator where the point scored it): "
+                      + ", ".join(f"{m} {', '.join(f'{v:.4g}' for v in vals)}" for m, vals in floor_values.items())
+                      + ".", ""]
+    failed = frame[frame["status"].isin(["failed", "timeout"])]
+    if not failed.empty:
+        lines += ["## Failed points", ""]
+        for point in failed["point"]:
+            status = json.loads((Path(grid_dir) / point / STATUS_FILE).read_text())
+            lines.append(f"- `{point}`: {status['status']}: {status.get('error')}")
+        lines.append("")
+    figure_paths = [p for k, p in written.items() if k.startswith("figure:")]
+    if figure_paths:
+        lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths] + [""]
+    lines += [f"Reproduce: `banana grid notebooks/{stored['notebook']}.ipynb --grid grids/{name}.yaml "
+              f"--profile {stored['profile']} --out {_display_path(grid_dir)}` (finished points are skipped), then "
+              f"`banana aggregate {_display_path(grid_dir)}`.", ""]
+    (out / "summary.md").write_text("\n".join(lines))
+    written["summary"] = out / "summary.md"
+    return written

@@ -1,0 +1,44 @@
+"""Where things live, defined once: the repository root, its standard folders, the profile names.
+
+Everything that builds a default path (the CLI, notebooks' setup, the grid runner, ``reproduce``,
+``profiles``) takes it from here, so moving a folder is one edit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "GRID_DIR", "RUNS_DIR", "REPORTS_DIR", "WORLD_DIR", "GENERATORS_DIR",
+           "PROFILES", "notebook_path", "check_profile"]
+
+#: The checkout (an editable install's repository; the folder above the package).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+GRID_DIR = REPO_ROOT / "grids"
+#: Training runs and grid folders (git-ignored).
+RUNS_DIR = REPO_ROOT / "runs"
+#: Figures, tables and executed notebooks of real runs.
+REPORTS_DIR = REPO_ROOT / "reports"
+#: Built worlds, one folder per profile (git-ignored).
+WORLD_DIR = REPO_ROOT / "data" / "world"
+#: Shipped generators (``base-PROFILE``).
+GENERATORS_DIR = REPO_ROOT / "data" / "generators"
+
+#: The size profiles every notebook, grid and command takes.
+PROFILES: tuple[str, ...] = ("smoke", "cpu", "gpu")
+
+
+def check_profile(profile: str) -> str:
+    """``profile`` if it is one of :data:`PROFILES`, else a ValueError naming the choices."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {PROFILES}")
+    return profile
+
+
+def notebook_path(name: str) -> Path:
+    """``notebooks/<name>.ipynb``, with a clear error when it is missing."""
+    path = NOTEBOOK_DIR / f"{name}.ipynb" if not str(name).endswith(".ipynb") else Path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+        raise FileNotFoundError(f"notebook {path} does not exist; known notebooks: {known}")
+    return path

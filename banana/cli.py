@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from banana.paths import PROFILES
+from banana.paths import PROFILES, RUNS_DIR, pretrain_run_name, tune_run_name, world_dir
 
 
 def _world_config_from_args(args: argparse.Namespace):
@@ -33,18 +33,17 @@ def cmd_world_build(args: argparse.Namespace) -> int:
     from banana.world import build_world
 
     config = _world_config_from_args(args)
-    out = Path(args.out) if args.out else Path("data/world") / args.profile
+    out = Path(args.out) if args.out else world_dir(args.profile)
     ds = build_world(out, config, overwrite=args.overwrite, progress=not args.no_progress)
-    sizes = {split: len(ds[split]) for split in ds}
-    print(f"world dataset at {out}: {sizes} (resolution {config.resolution}, seed {config.seed})")
+    print(f"world dataset at {out}: { {split: len(ds[split]) for split in ds} } "
+          f"(resolution {config.resolution}, seed {config.seed})")
     return 0
 
 
 def cmd_world_info(args: argparse.Namespace) -> int:
     from banana.world import load_world
 
-    ds = load_world(args.path)
-    config_path = Path(args.path) / "world_config.json"
+    ds, config_path = load_world(args.path), Path(args.path) / "world_config.json"
     info = {"path": str(args.path), "splits": {s: len(ds[s]) for s in ds}}
     if config_path.is_file():
         info["config"] = json.loads(config_path.read_text())
@@ -53,17 +52,14 @@ def cmd_world_info(args: argparse.Namespace) -> int:
 
 
 def cmd_world_preview(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    __import__("matplotlib").use("Agg")
     from banana.viz import show_samples
     from banana.world import CANONICAL_PALETTE, render_sample
 
     samples = [render_sample(args.seed, args.split, index, resolution=args.resolution, spp=args.spp)
                for index in range(args.start, args.start + args.n)]
     fig = show_samples(samples, CANONICAL_PALETTE)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    (out := Path(args.out)).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     for index, sample in zip(range(args.start, args.start + args.n), samples):
         print(f"{args.split}[{index}]: {sample['description']}")
@@ -119,9 +115,7 @@ def _add_data_commands(commands) -> None:
 
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+        __import__("torch").set_num_threads(threads)
 
 
 def _train_config(args: argparse.Namespace, stage: str):
@@ -141,13 +135,12 @@ def _train_config(args: argparse.Namespace, stage: str):
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from banana.training import train
+    from banana.training.run import is_global_zero
 
     _set_threads(args.threads)
     config = _train_config(args, "pretrain")
-    world_dir = Path(args.world_dir) if args.world_dir else Path("data/world") / args.profile
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"pretrain-{args.profile}"
-    run = train(config, run_dir, world_dir=world_dir, progress=not args.no_progress)
-    from banana.training.run import is_global_zero
+    run_dir = Path(args.run_dir or RUNS_DIR / pretrain_run_name(args.profile))
+    run = train(config, run_dir, world_dir=args.world_dir or world_dir(args.profile), progress=not args.no_progress)
 
     if not is_global_zero():        # multi-device: the other ranks have nothing to report
         return 0
@@ -162,17 +155,17 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from banana.training import train
-    from banana.training.publish import shipped_generator_dir
+    from banana.training.run import is_global_zero
+    from banana.paths import shipped_generator_dir
 
     _set_threads(args.threads)
     config = _train_config(args, "tune")
     base = Path(args.base) if args.base else shipped_generator_dir(args.profile)
     if not base.is_dir():
         raise FileNotFoundError(f"base generator {base} does not exist: pass --base or run 'banana pretrain'")
-    world_dir = Path(args.world_dir) if args.world_dir else Path("data/world") / args.profile
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"tune-{args.profile}-{args.tuning}-r{args.mixing_ratio}"
-    run = train(config, run_dir, generator=base, world_dir=world_dir, progress=not args.no_progress)
-    from banana.training.run import is_global_zero
+    run_dir = Path(args.run_dir or RUNS_DIR / tune_run_name(args.profile, args.tuning, args.mixing_ratio))
+    run = train(config, run_dir, generator=base, world_dir=args.world_dir or world_dir(args.profile),
+                progress=not args.no_progress)
 
     if is_global_zero():            # multi-device: the other ranks have nothing to report
         print(json.dumps(json.loads((run / "metrics.json").read_text()), indent=2))
@@ -206,8 +199,6 @@ def cmd_grid(args: argparse.Namespace) -> int:
     import signal
 
     from banana.grid import grid_summary, load_grid, run_grid
-    from banana.paths import REPO_ROOT
-
     # `kill <pid>` should stop a grid as cleanly as Ctrl-C: running points are killed and left
     # without a status (redone next time); finished points stay finished.
     def interrupt(signum, frame):
@@ -218,7 +209,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     results = run_grid(args.notebook, args.grid, out_dir=out, profile=args.profile, workers=args.workers,
                        timeout_s=args.timeout, retry_failed=args.retry_failed, progress=not args.no_progress,
                        threads=args.threads)
-    out = out or REPO_ROOT / "runs" / load_grid(args.grid, args.profile).name
+    out = out or RUNS_DIR / load_grid(args.grid, args.profile).name
     summary = grid_summary(out)
     print(json.dumps({"grid": str(out), **{k: len(v) for k, v in summary.items()}}))
     for name in summary.get("failed", []) + summary.get("timeout", []):
@@ -230,8 +221,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     from banana.grid import aggregate
 
     written = aggregate(args.grid_dir, reports_dir=args.out)
-    for kind, path in written.items():
-        print(f"{kind}: {path}")
+    print("\n".join(f"{kind}: {path}" for kind, path in written.items()))
     return 0
 
 
@@ -289,8 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--n-train", dest="n_train", type=int, default=None, help="training scenes")
     build.add_argument("--n-val", dest="n_val", type=int, default=None, help="validation scenes")
     build.add_argument("--n-test", dest="n_test", type=int, default=None, help="test scenes")
-    build.add_argument("--n-held-out", dest="n_held_out", type=int, default=None,
-                       help="held-out scenes (unseen shape/colour combinations)")
+    build.add_argument("--n-held-out", dest="n_held_out", type=int, default=None, help="held-out scenes (unseen combinations)")
     build.add_argument("--spp", type=int, default=None, help="RGB samples per pixel (labels use the centre ray)")
     build.add_argument("--seed", type=int, default=None, help="world seed (default: the preset's, 0)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing, different dataset")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "GRID_DIR", "RUNS_DIR", "REPORTS_DIR", "WORLD_DIR", "GENERATORS_DIR",
-           "PROFILES", "notebook_path", "check_profile"]
+           "PROFILES", "notebook_path", "check_profile", "world_dir", "shipped_generator_dir",
+           "pretrain_run_name", "tune_run_name"]
 
 #: The checkout (an editable install's repository; the folder above the package).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,3 +43,23 @@ def notebook_path(name: str) -> Path:
         known = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
         raise FileNotFoundError(f"notebook {path} does not exist; known notebooks: {known}")
     return path
+
+
+def world_dir(profile: str) -> Path:
+    """The default built world of ``profile`` (``data/world/PROFILE``)."""
+    return WORLD_DIR / check_profile(profile)
+
+
+def shipped_generator_dir(profile: str) -> Path:
+    """Where the shipped base generator of ``profile`` lives (``data/generators/base-PROFILE``; it may not exist)."""
+    return GENERATORS_DIR / f"base-{profile}"
+
+
+def pretrain_run_name(profile: str) -> str:
+    """The folder name (under :data:`RUNS_DIR`) of a profile's pretraining run."""
+    return f"pretrain-{profile}"
+
+
+def tune_run_name(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> str:
+    """The folder name (under :data:`RUNS_DIR`) of an instruction-tuning run."""
+    return f"tune-{profile}-{tuning}-r{mixing_ratio}"

@@ -57,6 +57,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from banana.models import BananaGenerator
+from banana.models.images import from_model_range, to_model_range
 from banana.sampling import (SCHEDULERS, SamplingDefaults, build_scheduler, check_guidance, check_positive_int,
                              fresh_copy, load_scheduler, prepare_images, prepare_prompts, scheduler_name)
 from banana.tasks import TASKS, decode_prediction, ensemble, task_prompt
@@ -251,7 +252,7 @@ class BananaPipeline:
             image_cond = torch.zeros(shape, device=device, dtype=dtype)
             blank = image_cond
         else:
-            image_cond = model.to_model_space((2.0 * cond - 1.0).to(device=device, dtype=dtype)).to(dtype)
+            image_cond = model.to_model_space(to_model_range(cond).to(device=device, dtype=dtype)).to(dtype)
             blank = torch.zeros_like(image_cond)
         branch_inputs = {"full": (text["full"], image_cond), "img": (text["empty"], image_cond),
                          "uncond": (text["empty"], blank)}
@@ -284,7 +285,7 @@ class BananaPipeline:
                 x = run.step(guided, t, x, **step_kwargs).prev_sample
             out.append(model.to_image_space(x))              # identity for pixels, VAE decode for latents
         images = torch.cat(out).clamp(-1.0, 1.0)     # samplers may overshoot; the image space is [-1, 1]
-        return ((images.float() + 1.0) / 2.0), unet_calls
+        return from_model_range(images), unet_calls
 
     def generate(self, prompts: str | Sequence[str], **kwargs) -> torch.Tensor:
         """Text -> image (the generator's original job, kept to check retention): ``[B, 3, H, W]``

@@ -85,18 +85,17 @@ def notebook_settings(notebook: str, profile: str, **given: Any) -> SimpleNamesp
 def base_generator_dir(profile: str) -> Path:
     """The base generator every tuning notebook starts from: the shipped one for ``profile``
     (``data/generators/base-PROFILE``) when it exists, else notebook 03's run."""
-    from banana.paths import REPO_ROOT
-    from banana.training.publish import shipped_generator_dir
+    from banana.paths import RUNS_DIR, pretrain_run_name, shipped_generator_dir
 
-    shipped = Path(shipped_generator_dir(profile))
-    return shipped if shipped.is_dir() else REPO_ROOT / "runs" / f"pretrain-{profile}" / "model"
+    shipped = shipped_generator_dir(profile)
+    return shipped if shipped.is_dir() else RUNS_DIR / pretrain_run_name(profile) / "model"
 
 
 def tuned_run_dir(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> Path:
     """Notebook 04's default run directory (``runs/tune-PROFILE-TUNING-rRATIO``)."""
-    from banana.paths import REPO_ROOT
+    from banana.paths import RUNS_DIR, tune_run_name
 
-    return REPO_ROOT / "runs" / f"tune-{profile}-{tuning}-r{mixing_ratio}"
+    return RUNS_DIR / tune_run_name(profile, tuning, mixing_ratio)
 
 
 def tuning_config(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5, seed: int = 0,

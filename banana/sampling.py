@@ -19,6 +19,7 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteS
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from banana.config import SerializableConfig
+from banana.models.images import prepare_images  # noqa: F401  (re-exported: the pipeline's input check)
 from banana.models.pixel import build_noise_scheduler
 
 __all__ = ["SCHEDULERS", "build_scheduler", "scheduler_name", "fresh_copy", "load_scheduler", "SamplingDefaults",
@@ -123,45 +124,6 @@ def check_guidance(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
-
-
-def prepare_images(images, resolution: int) -> torch.Tensor:
-    """Any accepted image input -> float32 ``[B, 3, H, W]`` in [0, 1] (CPU or its device).
-
-    Accepted: torch tensors or numpy arrays, ``uint8`` (0..255) or floating point in [0, 1],
-    ``[B, 3, H, W]`` or one image ``[3, H, W]``. Anything else is refused loudly: a float image
-    in 0..255, a channel-last array or a NaN would otherwise become a plausible-looking but
-    meaningless condition, and the model's answer would be silently wrong.
-    """
-    if isinstance(images, np.ndarray):
-        if images.dtype == object:
-            raise ValueError("images must be a numeric array, got dtype=object")
-        images = torch.from_numpy(np.ascontiguousarray(images))
-    elif not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor or numpy.ndarray [B, 3, H, W], got {type(images).__name__}")
-    if images.ndim == 3:
-        images = images.unsqueeze(0)                    # one image -> a batch of one
-    if images.ndim != 4 or images.shape[1] != 3:
-        hint = (" (it looks channel-last: use .permute(0, 3, 1, 2) / np.moveaxis(x, -1, 1))"
-                if images.ndim in (3, 4) and images.shape[-1] == 3 else "")
-        raise ValueError(f"images must have shape [B, 3, H, W] (or [3, H, W]), got {tuple(images.shape)}{hint}")
-    if images.shape[0] == 0:
-        raise ValueError("images is an empty batch (B = 0)")
-    if tuple(images.shape[-2:]) != (resolution, resolution):
-        raise ValueError(f"images must be {resolution}x{resolution} (the generator's resolution), got "
-                         f"{images.shape[-2]}x{images.shape[-1]}; resize them first")
-    if images.dtype == torch.uint8:
-        return images.float() / 255.0
-    if not images.is_floating_point():
-        raise ValueError(f"images must be uint8 (0..255) or floating point in [0, 1], got dtype {images.dtype}")
-    images = images.float()
-    if torch.isnan(images).any():
-        raise ValueError("images contain NaN")
-    low, high = float(images.min()), float(images.max())
-    if low < -1e-6 or high > 1 + 1e-6:               # tolerate resampling overshoot of a few ulps
-        hint = " (looks like 0..255: divide by 255 or pass uint8)" if high > 1.5 else ""
-        raise ValueError(f"float images must have values in [0, 1], got min {low:.4g}, max {high:.4g}{hint}")
-    return images.clamp(0.0, 1.0)
 
 
 def prepare_prompts(prompts, batch_size: int | None) -> list[str]:

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 import lightning as L
 
+from banana.models.images import to_model_range
 from banana.tasks import TASKS
 from banana.training.data import VISION, BananaExamples, ExampleKey, MixedBatchSampler
 from banana.training.module import TrainConfig
@@ -68,7 +69,7 @@ class SpecialistExamples(Dataset):
         self.task = task
         field = self.FIELDS[task]
         columns = split.select_columns(["image", field])[:]
-        self.images = torch.from_numpy(np.ascontiguousarray(columns["image"], dtype=np.float32)) * (2.0 / 255.0) - 1.0
+        self.images = to_model_range(np.asarray(columns["image"], dtype=np.uint8))
         dtype = np.int64 if task == "segmentation" else np.float32
         self.targets = torch.from_numpy(np.ascontiguousarray(columns[field], dtype=dtype))
 

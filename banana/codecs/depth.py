@@ -76,8 +76,8 @@ def metric_warp(depth: torch.Tensor) -> torch.Tensor:
     Computed in float64: near f = 1 (far depths), float32 would lose most of
     the information (at 1000 m, 1 - f is only ~1e-4).
     """
-    d = depth.to(torch.float64)
-    return 1.0 - (1.0 + d / 10.0) ** -2
+    # The same operations as 1 - (1 + d / 10) ** -2, in place on one float64 copy.
+    return 1.0 - depth.to(torch.float64, copy=True).div_(10.0).add_(1.0).pow_(-2)
 
 
 def inverse_metric_warp(f: torch.Tensor) -> torch.Tensor:
@@ -178,6 +178,8 @@ class ColorPath:
         s = t.clamp(0.0, 1.0).mul_(n)
         seg = s.floor().clamp_(0, n - 1)
         frac = s.sub_(seg)  # s - i, exactly as _encode (i converts to float64 exactly)
+        if self._edges is not None:
+            return self._edges.encode_channels_first(seg, frac)
         i = seg.long()
         out = torch.empty(t.shape[:-2] + (3,) + t.shape[-2:], dtype=torch.float32, device=t.device)
         starts, dirs = self.starts.to(t.device), self.directions.to(t.device)
@@ -340,15 +342,8 @@ class DepthCodec:
         d, was_numpy = as_tensor(depth, "depth")
         check_float(d, "depth")
         check_min_ndim(d, "depth", 2, "[..., H, W]")
-        check_no_nan(d, "depth")
-        n_neg_inf = int(torch.isneginf(d).sum())
-        if n_neg_inf:
-            raise ValueError(f"depth contains {n_neg_inf} -inf value(s); depth must be >= 0 (+inf allowed for sky)")
-        n_neg = int((d < 0).sum())
-        if n_neg:
-            raise ValueError(
-                f"depth contains {n_neg} negative value(s) (min {float(d.min()):.6g}); depth must be >= 0"
-            )
+        if not bool((d >= 0).all()):  # one pass for the valid case; NaN and negatives fail it
+            self._explain_bad_depth(d)
         m = None
         if mask is not None:
             m, _ = as_tensor(mask, "mask")
@@ -361,6 +356,20 @@ class DepthCodec:
         f = self._to_unit(d, m)  # float64 in [0, 1]
         rgb = self.path._encode_channels_first(f)  # [..., 3, H, W] float32
         return like_input(rgb, was_numpy)
+
+    @staticmethod
+    def _explain_bad_depth(d: torch.Tensor) -> None:
+        """The ValueError for depth that is not all >= 0 (NaN first, then -inf, then negatives)."""
+        check_no_nan(d, "depth")
+        n_neg_inf = int(torch.isneginf(d).sum())
+        if n_neg_inf:
+            raise ValueError(f"depth contains {n_neg_inf} -inf value(s); depth must be >= 0 (+inf allowed for sky)")
+        n_neg = int((d < 0).sum())
+        if n_neg:
+            raise ValueError(
+                f"depth contains {n_neg} negative value(s) (min {float(d.min()):.6g}); depth must be >= 0"
+            )
+        raise AssertionError("unreachable: depth failed >= 0 but no check named why")  # pragma: no cover
 
     def _to_unit(self, d: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self._warp == "metric":
@@ -399,5 +408,5 @@ class DepthCodec:
             t.masked_fill_(t > 1.0 - END_SNAP, 1.0)
             # inverse_metric_warp, in place: 10 * ((1 - f) ** -0.5 - 1); its clamp to [0, 1]
             # changes nothing here (t = (segment + u) / S with u in [0, 1]).
-            t = torch.rsub(t, 1.0).pow_(-0.5).sub_(1.0).mul_(10.0)
+            t = t.neg_().add_(1.0).pow_(-0.5).sub_(1.0).mul_(10.0)  # -t + 1 is 1 - t, rounded once
         return like_input(t.to(torch.float32), was_numpy)

@@ -171,14 +171,16 @@ def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.
     was_training = module.training
     module.eval()
 
+    from banana.models.images import from_model_range, to_model_range
+
     def through_vae(rgb: np.ndarray) -> np.ndarray:
         """8-bit RGB [N, 3, H, W] in [0, 1] -> VAE round trip -> 8-bit RGB."""
         out = []
         with torch.no_grad():
             for lo in range(0, len(rgb), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(rgb[lo:lo + batch_size])).to(device, parameter.dtype)
-                y = decode(encode(2.0 * x - 1.0)).clamp(-1.0, 1.0)
-                out.append(((y.float() + 1.0) / 2.0).cpu().numpy())
+                y = decode(encode(to_model_range(x))).clamp(-1.0, 1.0)
+                out.append(from_model_range(y).cpu().numpy())
         return quantize(np.concatenate(out).astype(np.float32), bits=8)
 
     rows: list[dict] = []

@@ -16,6 +16,8 @@ Read in this order:
 * :mod:`banana.models.registry`: which generator a folder holds and :func:`load_generator`;
 * :mod:`banana.models.specialist`: :class:`Specialist`, the task specialist baseline's model (the
   generator's UNet with an image-only input and a task head; trained by :mod:`banana.baselines`);
+* :mod:`banana.models.images`: the one conversion between RGB images and the models' [-1, 1]
+  (:func:`to_model_range`, :func:`from_model_range`) and the input check :func:`prepare_images`;
 * :mod:`banana.models.io`: the one save/load convention of every model (diffusers' folder layout,
   safetensors).
 
@@ -23,6 +25,7 @@ Images live in [-1, 1] inside the model (``2 * rgb - 1``), in [0, 1] outside it.
 below is importable from ``banana.models``.
 """
 
+from banana.models.images import from_model_range, prepare_images, to_model_range, to_unit_range
 from banana.models.config import GENERATOR_PRESETS, GeneratorConfig
 from banana.models.latent import (CONV_IN_INITS, CONV_IN_WEIGHTS, LORA_WEIGHTS, LatentGenerator,
                                   LatentGeneratorConfig, check_sd_checkpoint, load_vae, widen_conv_in)
@@ -43,4 +46,5 @@ __all__ = [
     "check_sd_checkpoint", "widen_conv_in", "load_vae",
     "GENERATOR_CONFIG", "generator_config_from_dict", "is_saved_generator", "is_sd_checkpoint", "load_generator",
     "Specialist", "specialist_loss", "head_channels", "NULL_TOKENS", "IGNORE_INDEX",
+    "to_unit_range", "to_model_range", "from_model_range", "prepare_images",
 ]

@@ -192,9 +192,9 @@ class Specialist(nn.Module):
     def predict(self, images, max_batch: int = 256) -> torch.Tensor:
         """Images (uint8 0..255 or float in [0, 1], ``[B, 3, H, W]`` or ``[3, H, W]``, validated like
         the pipeline's) -> the prediction, on the model's device."""
-        from banana.sampling import prepare_images
+        from banana.models.images import prepare_images, to_model_range
 
-        images = prepare_images(images, self.resolution).to(self.device) * 2.0 - 1.0
+        images = to_model_range(prepare_images(images, self.resolution).to(self.device))
         return torch.cat([self.decode(self(chunk)) for chunk in images.split(max_batch)])
 
     def num_parameters(self) -> int:

@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from banana.models.images import to_model_range
+
 __all__ = ["GENERATION", "VISION", "KINDS", "ExampleKey", "BananaExamples", "MixedBatchSampler",
            "collate_examples", "make_dataloader"]
 
@@ -150,7 +152,7 @@ class BananaExamples(Dataset):
     def generation(self, index: int, draw: int = 0) -> dict:
         """Text -> image: target = the world image, condition = zeros, prompt = its description."""
         sample = self.sample(index)
-        image = _image_to_model(sample["image"])
+        image = to_model_range(np.asarray(sample["image"], dtype=np.uint8))
         example = {"target": image, "condition": torch.zeros_like(image),
                    "prompt": str(sample["description"]), "kind": GENERATION}
         return self._dropout(example, index, draw)
@@ -171,8 +173,8 @@ class BananaExamples(Dataset):
             palette = random_palette(self.spec.class_names, rng) if use_random else dict(self.spec.palette)
         prompt = task_prompt(task, rng, palette)
         target = torch.from_numpy(np.ascontiguousarray(encode_target(task, sample, palette, depth=self.depth_codec), dtype=np.float32))
-        example = {"target": target * 2.0 - 1.0, "condition": _image_to_model(sample["image"]),
-                   "prompt": prompt, "kind": task}
+        condition = to_model_range(np.asarray(sample["image"], dtype=np.uint8))
+        example = {"target": to_model_range(target), "condition": condition, "prompt": prompt, "kind": task}
         return self._dropout(example, index, draw)
 
     def drawn_task(self, index: int, draw: int = 0) -> tuple[str, np.random.Generator]:
@@ -199,11 +201,6 @@ class BananaExamples(Dataset):
             example["condition"] = torch.zeros_like(example["condition"])
         example["drop_text"], example["drop_image"] = bool(drop_text), bool(drop_image)
         return example
-
-
-def _image_to_model(image: np.ndarray) -> torch.Tensor:
-    """uint8 ``[3, H, W]`` -> float32 in [-1, 1] (the model's range, ``2 * rgb - 1``)."""
-    return torch.from_numpy(np.asarray(image, dtype=np.float32)) * (2.0 / 255.0) - 1.0
 
 
 class MixedBatchSampler(Sampler):

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+
+from banana.paths import GENERATORS_DIR, shipped_generator_dir  # noqa: F401  (re-exported)
 from typing import Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_DIR = REPO_ROOT / "data" / "generators"
+SHIPPED_DIR = GENERATORS_DIR
 
 #: Prompts for the card's sample grid. The first four name combinations that occur in training;
 #: the last four name held-out (shape, colour) pairs that never occur in train/val/test.
@@ -29,11 +30,6 @@ SAMPLE_PROMPTS: tuple[str, ...] = (
     "a red cylinder on the left, on a plain grey floor in front of a brown wall",
     "a blue banana in the middle, on a checkered beige floor in front of a terracotta wall",
 )
-
-
-def shipped_generator_dir(profile: str) -> Path:
-    """Where the shipped base generator of ``profile`` lives (it may not exist)."""
-    return SHIPPED_DIR / f"base-{profile}"
 
 
 def render_sample_grid(generator, path: str | Path, prompts: Sequence[str] = SAMPLE_PROMPTS, seed: int = 0,

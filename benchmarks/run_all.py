@@ -52,7 +52,7 @@ class Benchmark:
 def benchmarks(cuda: bool) -> list[Benchmark]:
     presets = ["smoke", "cpu"] + (["gpu"] if cuda else [])
     return [
-        Benchmark("codecs", "bench_codecs.py", ["--batch", "8", "--size", "256", "--repeats", "3"],
+        Benchmark("codecs", "bench_codecs.py", ["--batch", "16", "--size", "256", "--repeats", "7"],
                   ["--batch", "1", "--size", "16", "--repeats", "1"],
                   title="Task-as-image codecs (Mpix/s)"),
         Benchmark("renderer", "bench_renderer.py", [], ["--n", "2", "--repeats", "1", "--resolutions", "16",

@@ -1,4 +1,4 @@
-"""Latent-space generators on a local SD-family checkpoint (banana.latent).
+"""Latent-space generators on a local SD-family checkpoint (banana.models.latent).
 
 A tiny random Stable-Diffusion-family checkpoint is built from configs with a fixed seed (as
 diffusers' own tests do) and saved with ``StableDiffusionPipeline.save_pretrained`` into the real

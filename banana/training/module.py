@@ -88,7 +88,10 @@ class TrainConfig(SerializableConfig):
     stage: str = "tune"                      # "pretrain" | "tune"
     tuning: str = "full"                     # "full" | "lora"
     lora_rank: int = 8
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # module names; lora_preset names a set of them
+    lora_preset: str | None = None           # "attention" | "attention+conv" (banana.training.recipe); overrides lora_targets
+    condition_init: str = "keep"             # tune: conv_in's condition channels at the start: "keep" | "zeros" | "copy-half"
+    vision_timesteps: str = "uniform"        # noise levels of vision examples: "uniform" | "terminal" (t = T-1) | "high"
     mixing_ratio: float = 0.5                # fraction of vision examples per batch (not disclosed by the paper)
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -128,6 +131,14 @@ class TrainConfig(SerializableConfig):
 
         if self.depth_codec not in DEPTH_CODECS:
             raise ValueError(f"depth_codec must be one of {sorted(DEPTH_CODECS)}, got {self.depth_codec!r}")
+        from banana.training.recipe import CONDITION_INITS, LORA_PRESETS, VISION_TIMESTEPS
+
+        for name, allowed in (("condition_init", CONDITION_INITS), ("vision_timesteps", VISION_TIMESTEPS),
+                              ("lora_preset", (None, *LORA_PRESETS))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.stage == "pretrain" and self.condition_init != "keep":
+            raise ValueError("condition_init applies when tuning starts: stage='pretrain' needs 'keep'")
         if not 0 <= self.mixing_ratio <= 1:
             raise ValueError(f"mixing_ratio must be in [0, 1], got {self.mixing_ratio}")
         if not 0 <= self.ema_decay < 1:
@@ -158,6 +169,13 @@ class TrainConfig(SerializableConfig):
         if self.strategy.startswith("fsdp") and self.ema_decay > 0:
             raise ValueError("strategy='fsdp' shards the parameters the EMA keeps references to: set "
                              "ema_decay=0, or use strategy='ddp' (recommended for banana's model sizes)")
+
+    @property
+    def lora_target_modules(self) -> tuple[str, ...]:
+        """The LoRA targets: ``lora_preset``'s when set, else ``lora_targets``."""
+        from banana.training.recipe import LORA_PRESETS
+
+        return LORA_PRESETS[self.lora_preset] if self.lora_preset else tuple(self.lora_targets)
 
     @property
     def world_size(self) -> int:
@@ -225,14 +243,17 @@ def prediction_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timestep
 
 
 def diffusion_loss(generator, scheduler, batch: dict, generator_rng: torch.Generator, offset: int = 0,
-                   total: int | None = None) -> torch.Tensor:
+                   total: int | None = None, vision_timesteps: str = "uniform") -> torch.Tensor:
     """Per-example MSE ``[B]`` between the model output and the prediction target.
 
     ``batch`` may be rows ``offset .. offset + B`` of a global batch of ``total`` rows (one rank's
     slice under data parallelism): timesteps and noise are drawn for all ``total`` rows from
     ``generator_rng`` and sliced, so every rank's rows get exactly what a single device drawing the
     whole global batch would have given them. Default: the batch is the whole global batch.
+    ``vision_timesteps``: the noise levels of vision rows (:func:`banana.training.recipe.draw_timesteps`).
     """
+    from banana.training.recipe import draw_timesteps
+
     # model space: the identity for pixel generators, VAE latents for banana.models.latent.LatentGenerator
     x0, condition = generator.to_model_space(batch["target"]), generator.to_model_space(batch["condition"])
     device = x0.device
@@ -240,8 +261,9 @@ def diffusion_loss(generator, scheduler, batch: dict, generator_rng: torch.Gener
     total = size if total is None else int(total)
     if not 0 <= offset <= total - size:
         raise ValueError(f"rows {offset}..{offset + size} do not fit in a global batch of {total}")
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (total,),
-                              generator=generator_rng, device=device)[offset:offset + size]
+    kinds = batch.get("kind", ["generation"] * size)
+    timesteps = draw_timesteps(kinds, offset, total, scheduler.config.num_train_timesteps, vision_timesteps,
+                               generator_rng, device)
     noise = torch.randn((total, *x0.shape[1:]), generator=generator_rng, device=device,
                         dtype=x0.dtype)[offset:offset + size]
     noisy = scheduler.add_noise(x0, noise, timesteps)
@@ -278,8 +300,12 @@ class BananaModule(L.LightningModule):
 
         self.generator = generator
         self.config = config
+        if config.stage == "tune":   # before LoRA wraps conv_in; a resumed run's checkpoint overwrites it
+            from banana.training.recipe import init_condition_channels
+
+            init_condition_channels(generator.unet, config.condition_init)
         if config.tuning == "lora":
-            add_lora(generator, rank=config.lora_rank, targets=config.lora_targets)
+            add_lora(generator, rank=config.lora_rank, targets=config.lora_target_modules)
         else:
             generator.requires_grad_(True)
         self.noise_scheduler = build_noise_scheduler(generator.config)
@@ -313,7 +339,8 @@ class BananaModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         offset, total = self.rank_slice(len(batch["prompt"]))
         per_example = diffusion_loss(self.generator, self.noise_scheduler, batch,
-                                     self.step_rng(self.global_batch_index()), offset=offset, total=total)
+                                     self.step_rng(self.global_batch_index()), offset=offset, total=total,
+                                     vision_timesteps=self.config.vision_timesteps)
         loss = per_example.mean()
         if self._trainer is not None:
             logged, kinds = per_example.detach(), np.asarray(batch["kind"])

@@ -105,8 +105,7 @@ def _add_data_commands(commands) -> None:
         if name == "build-nyuv2":
             sub.add_argument("--no-eigen-crop", dest="no_eigen_crop", action="store_true",
                              help="do not mask depth outside the Eigen crop (needed for frames other than 480x640)")
-            sub.add_argument("--max-depth", dest="max_depth", type=float, default=10.0,
-                             help="valid depth upper bound in metres (default 10)")
+            sub.add_argument("--max-depth", dest="max_depth", type=float, default=10.0, help="valid depth bound, m")
             sub.add_argument("--normals-frame", dest="normals_frame", choices=("banana", "opencv"), default="banana",
                              help="frame of the normals/ files: banana (+y up, +z to viewer) or opencv "
                                   "(+y down, +z forward)")
@@ -127,7 +126,8 @@ def _train_config(args: argparse.Namespace, stage: str):
               "accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes,
               "strategy": args.strategy}
     if stage == "tune":
-        fields.update(tuning=args.tuning, mixing_ratio=args.mixing_ratio, lora_rank=args.lora_rank)
+        fields.update(tuning=args.tuning, mixing_ratio=args.mixing_ratio, lora_rank=args.lora_rank,
+                      **{k: getattr(args, k) for k in ("condition_init", "vision_timesteps", "lora_preset") if getattr(args, k)})
     else:
         fields.update(mixing_ratio=0.0, tuning="full")
     return TrainConfig(**fields)
@@ -321,10 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
         hardware.add_argument("--accelerator", default="auto", help="auto | cpu | gpu | cuda | mps (default auto)")
         hardware.add_argument("--devices", type=int, default=1, help="devices per node (default 1)")
         hardware.add_argument("--num-nodes", dest="num_nodes", type=int, default=1, help="nodes (default 1)")
-        hardware.add_argument("--strategy", default="auto",
-                              help="auto | ddp | fsdp (default auto; use ddp for several devices)")
-        hardware.add_argument("--precision", default="32-true",
-                              help="Lightning precision: 32-true (default) | bf16-mixed (GPUs with bf16: A100, H100)")
+        hardware.add_argument("--strategy", default="auto", help="auto | ddp | fsdp (use ddp for several devices)")
+        hardware.add_argument("--precision", default="32-true", help="Lightning precision: 32-true | bf16-mixed (A100, H100)")
 
     pretrain = commands.add_parser("pretrain", help="pretrain a base generator on world images and descriptions",
                                    description="Text -> image pretraining of a fresh generator from a preset "
@@ -347,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--mixing-ratio", dest="mixing_ratio", type=float, default=0.5,
                       help="fraction of each batch drawn from vision-task examples")
     tune.add_argument("--lora-rank", dest="lora_rank", type=int, default=8, help="LoRA rank")
+    for flag, what in (("condition-init", "keep|zeros|copy-half"), ("vision-timesteps", "uniform|terminal|high"), ("lora-preset", "attention|attention+conv")):
+        tune.add_argument(f"--{flag}", dest=flag.replace("-", "_"), default=None, help=f"recipe lever: {what} (banana.training.recipe)")
     tune.set_defaults(func=cmd_tune)
 
     evaluate = commands.add_parser("evaluate", help="score a training run on a world split (metrics + predictions)",

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from banana.baselines.config import RESUMABLE_CHANGES, SpecialistConfig, read_specialist_config
 from banana.baselines.data import SpecialistBatchSampler, SpecialistDataModule, SpecialistExamples, replay_vision_stream
 from banana.models.specialist import Specialist
-from banana.training.module import EMA, build_optimizer
+from banana.training.module import EMA, EMATrainedModule
 from banana.training.run import read_config
 from banana.training.rundir import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, check_resume, fit_resumable,
                                     keep_determinism_setting, make_trainer, mean_last, plot_loss_curve, read_loss_log,
@@ -63,7 +63,7 @@ class SpecialistPipeline:
         return {"prediction": prediction}
 
 
-class SpecialistModule(L.LightningModule):
+class SpecialistModule(EMATrainedModule):
     """Trains a :class:`Specialist` with its task loss; logs ``train/loss`` and ``train/loss_<part>``.
 
     Optimiser, LR warm-up and EMA are the generalist's (:func:`~banana.training.module.build_optimizer`, :class:`~banana.training.module.EMA`), so the comparison
@@ -95,21 +95,8 @@ class SpecialistModule(L.LightningModule):
                     self.log(f"train/loss_{name}", values.detach().mean(), batch_size=size)
         return loss
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        super().optimizer_step(*args, **kwargs)      # EMA after the step, as BananaModule does (checkpoint order)
-        if self.ema is not None:
-            self.ema.update()
-
-    def configure_optimizers(self):
-        # The generalist's optimiser and schedule, by construction (the same function builds both).
-        return build_optimizer(list(self.trainable.values()), self.config)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["banana_specialist_config"] = self.config.to_dict()
-
-    def export_weights(self) -> None:
-        if self.ema is not None:
-            self.ema.copy_to_model()
 
 
 def _check_same_world(world_dir: Path, generalist_world: str | None) -> None:

@@ -63,7 +63,7 @@ import lightning as L
 
 from banana.adapters import DEFAULT_LORA_TARGETS, add_lora, trainable_parameters
 
-__all__ = ["TrainConfig", "EMA", "BananaModule", "diffusion_loss", "build_optimizer", "prediction_target"]
+__all__ = ["TrainConfig", "EMA", "EMATrainedModule", "BananaModule", "diffusion_loss", "build_optimizer", "prediction_target"]
 
 STAGES = ("pretrain", "tune")
 TUNINGS = ("full", "lora")
@@ -287,7 +287,30 @@ def build_optimizer(params, config) -> dict:
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-class BananaModule(L.LightningModule):
+class EMATrainedModule(L.LightningModule):
+    """What every banana LightningModule shares (the generator's and the specialists'): AdamW from
+    :func:`build_optimizer` over ``self.trainable``, the :class:`EMA` ``self.ema`` (or ``None``)
+    following every optimiser step, and :meth:`export_weights`. Subclasses set ``config``,
+    ``trainable`` and ``ema``."""
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        # The EMA follows each optimiser step here, not in ``on_train_batch_end``: Lightning runs the
+        # callbacks' ``on_train_batch_end`` (ModelCheckpoint) *before* the module's, so an update there
+        # would be missing from the checkpoint of that step and a resumed run would drift.
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update()
+
+    def configure_optimizers(self):
+        return build_optimizer(list(self.trainable.values()), self.config)
+
+    def export_weights(self) -> None:
+        """Put the EMA weights into the model (no-op without EMA). Call once, after training."""
+        if self.ema is not None:
+            self.ema.copy_to_model()
+
+
+class BananaModule(EMATrainedModule):
     """Trains a :class:`~banana.models.BananaGenerator` with the denoising loss.
 
     ``tuning="lora"`` adds LoRA to ``generator`` (in place) in the constructor. The module never
@@ -364,22 +387,6 @@ class BananaModule(L.LightningModule):
                     self.log(f"train/loss_{name}", per_example.detach()[selected].mean(), batch_size=count)
         return loss
 
-    def optimizer_step(self, *args, **kwargs) -> None:
-        # The EMA follows each optimiser step here, not in ``on_train_batch_end``: Lightning runs the
-        # callbacks' ``on_train_batch_end`` (ModelCheckpoint) *before* the module's, so an update there
-        # would be missing from the checkpoint of that step and a resumed run would drift.
-        super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
-            self.ema.update()
-
-    def configure_optimizers(self):
-        return build_optimizer(list(self.trainable.values()), self.config)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["banana_train_config"] = self.config.to_dict()
         checkpoint["banana_generator_config"] = self.generator.config.to_dict()
-
-    def export_weights(self) -> None:
-        """Put the EMA weights into the generator (no-op without EMA). Call once, after training."""
-        if self.ema is not None:
-            self.ema.copy_to_model()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "GRID_DIR", "RUNS_DIR", "REPORTS_DIR", "WORLD_DIR", "GENERATORS_DIR",
            "PROFILES", "notebook_path", "check_profile", "world_dir", "shipped_generator_dir",
-           "pretrain_run_name", "tune_run_name"]
+           "pretrain_run_name", "tune_run_name", "repo_relative", "resolve_recorded"]
 
 #: The checkout (an editable install's repository; the folder above the package).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,3 +63,19 @@ def pretrain_run_name(profile: str) -> str:
 def tune_run_name(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> str:
     """The folder name (under :data:`RUNS_DIR`) of an instruction-tuning run."""
     return f"tune-{profile}-{tuning}-r{mixing_ratio}"
+
+
+def repo_relative(path) -> str:
+    """``path`` relative to the repository when it lies inside it (how shipped artefacts record
+    paths, so a fresh clone anywhere finds them), else the absolute path."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def resolve_recorded(path) -> Path:
+    """A path recorded by a run or a shipped artefact: absolute as it is, relative to the repository."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path

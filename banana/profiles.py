@@ -54,6 +54,11 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": {"n_eval": 16},
         "gpu": {"n_eval": 200},
     },
+    "08_learning_curves": {
+        "smoke": {"max_steps": 3, "batch_size": 4, "n_eval": 4},
+        "cpu": {"max_steps": 150, "batch_size": 16, "n_eval": 200},
+        "gpu": {"max_steps": 4000, "batch_size": 64, "n_eval": 1000},
+    },
     "04_instruction_tune": {
         "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 2},
         "cpu": {"max_steps": 150, "batch_size": 16, "n_eval": 32, "sampling_steps": 10},
@@ -138,6 +143,7 @@ NOTEBOOK_SETUP: dict[str, dict[str, Any]] = {
                              "baseline_dir": "baselines-{profile}-{tuning}-r{mixing_ratio}"}},
     "06_ablate_mixing_ratio": {"world": "build", "base": "optional", "output": True},
     "07_ablate_decoding": {"world": "build", "base": "optional", "output": True},
+    "08_learning_curves": {"world": "build", "base": "required", "output": True},
 }
 
 

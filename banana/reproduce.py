@@ -24,10 +24,12 @@ PIPELINE: tuple[str, ...] = (
     "05_evaluate",
     "06_ablate_mixing_ratio",
     "07_ablate_decoding",
+    "08_learning_curves",
 )
 #: Ablation notebooks: ``reproduce`` runs each over its grid (``grids/NAME.yaml``, the profile's
 #: size) with :func:`banana.grid.run_grid` and aggregates it into ``reports/NAME/``.
-GRIDS: dict[str, str] = {"06_ablate_mixing_ratio": "mixing_ratio", "07_ablate_decoding": "decoding"}
+GRIDS: dict[str, str] = {"06_ablate_mixing_ratio": "mixing_ratio", "07_ablate_decoding": "decoding",
+                         "08_learning_curves": "learning_curves"}
 #: Parallel grid points per profile: two 1-thread kernels use a 2-core CPU best; one GPU, one point.
 GRID_WORKERS = {"smoke": 2, "cpu": 2, "gpu": 1}
 
@@ -73,6 +75,7 @@ def _workspace_parameters(name: str, profile: str, runs_dir: Path, world_dir: Pa
                         "baseline_dir": str(runs_dir / f"baselines-{profile}-lora-r0.5")},
         "06_ablate_mixing_ratio": {"world_dir": str(world_dir), "base_dir": str(base)},
         "07_ablate_decoding": {"world_dir": str(world_dir), "base_dir": str(base), "runs_dir": str(runs_dir)},
+        "08_learning_curves": {"world_dir": str(world_dir), "base_dir": str(base)},
     }.get(name, {})
 
 

@@ -29,7 +29,7 @@ def replay_vision_stream(generalist: TrainConfig | str | Path, task: str, split=
 
     ``generalist`` is its :class:`TrainConfig` or run directory (``config.json``). The run's
     :class:`MixedBatchSampler` is rebuilt exactly as :func:`banana.training.train` builds it
-    (``n_generation = n_vision = len(split)``, same batch size, mixing ratio, ``max_steps`` and seed,
+    (``n_generation = len(split)``, ``n_vision = config.vision_pool_size(len(split))``, same batch size, mixing ratio, ``max_steps`` and seed,
     one device) and every vision slot is kept whose task, drawn by
     :meth:`BananaExamples.drawn_task` with the run's seed, equals ``task``. No example is built.
 
@@ -48,7 +48,7 @@ def replay_vision_stream(generalist: TrainConfig | str | Path, task: str, split=
         split = load_world(world_dir)[config.split]
     examples = BananaExamples(split, seed=config.seed, in_memory=False)   # only drawn_task is used
     n = len(examples)
-    sampler = MixedBatchSampler(n, n, config.batch_size, config.mixing_ratio, num_batches=config.max_steps,
+    sampler = MixedBatchSampler(n, config.vision_pool_size(n), config.batch_size, config.mixing_ratio, num_batches=config.max_steps,
                                 seed=config.seed)
     return [key for batch in sampler for key in batch
             if key.source == VISION and examples.drawn_task(key.index, key.draw)[0] == task]

@@ -165,6 +165,7 @@ def verdict(results: Mapping[str, Mapping[str, Mapping]], splits: Mapping[str, o
 #: The flat metric names grid points write into ``metrics.json``: name -> (task, statistic, higher is better).
 POINT_METRICS: dict[str, tuple[str, str, bool]] = {
     "segmentation_miou": ("segmentation", "miou", True),
+    "segmentation_miou_unseen": ("segmentation_unseen_palette", "miou", True),
     "depth_abs_rel": ("depth", "metric.abs_rel", False),
     "depth_delta1": ("depth", "metric.delta1", True),
     "depth_abs_rel_affine": ("depth", "affine.abs_rel", False),

@@ -316,6 +316,18 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
     return _json_clean(metrics)
 
 
+def _built_world(recorded: str | Path) -> Path:
+    """The world a run recorded: relative paths (shipped study models) are the repository's; the
+    embedded world of a profile (``data/world/PROFILE``) is built when missing (seeded, exact)."""
+    from banana.paths import PROFILES, WORLD_DIR, resolve_recorded
+    from banana.world import WORLD_PRESETS, build_world
+
+    path = resolve_recorded(recorded)
+    if not path.exists() and path.parent == WORLD_DIR and path.name in PROFILES:
+        build_world(path, WORLD_PRESETS[path.name], progress=False)
+    return path
+
+
 def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path | None = None, *,
                  tasks: Sequence[str] | None = None, num_inference_steps: int | None = None, scheduler: str = "ddim",
                  ensemble_size: int | None = None, text_guidance: float | None = None,
@@ -349,7 +361,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", out_dir: str | Path |
     world_dir = world_dir or train_config.world_dir
     if world_dir is None:
         raise ValueError(f"{run_dir}/config.json records no world_dir: pass world_dir=")
-    world = load_world(world_dir)
+    world = load_world(_built_world(world_dir))
     if split not in world:
         raise ValueError(f"the world at {world_dir} has no split {split!r}; it has {list(world)}")
     generator = load_run(run_dir, base_dir=base_dir)

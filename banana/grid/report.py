@@ -55,6 +55,18 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
     matplotlib.use("Agg")
     import seaborn as sns
 
+    if figure.get("plot"):                     # a library plotting function "module:name" of the frame
+        import importlib
+
+        module, _, attr = str(figure["plot"]).partition(":")
+        if not module.startswith("banana.") or not attr:
+            raise ValueError(f"figure 'plot' must name a banana function as 'banana.module:name', got {figure['plot']!r}")
+        fig = getattr(importlib.import_module(module), attr)(frame)
+        if figure.get("title"):
+            fig.suptitle(figure["title"], y=1.02)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        matplotlib.pyplot.close(fig)
+        return path
     for column, value in (figure.get("where") or {}).items():
         if column in frame.columns:
             frame = frame[frame[column].astype(str) == str(value)]

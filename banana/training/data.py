@@ -96,11 +96,14 @@ class BananaExamples(Dataset):
 
     def __init__(self, split, seed: int = 0, random_palette_prob: float = 0.5,
                  drop_text_prob: float = 0.0, drop_image_prob: float = 0.0, drop_both_prob: float = 0.0,
-                 tasks: Sequence[str] | None = None, in_memory: bool = True, depth_codec: str = "metric"):
+                 tasks: Sequence[str] | None = None, in_memory: bool = True, depth_codec: str = "metric",
+                 binary_prompt_prob: float = 0.0, absent_class_prob: float = 0.0):
         from banana.tasks import TASKS
 
-        if not 0.0 <= random_palette_prob <= 1.0:
-            raise ValueError(f"random_palette_prob must be in [0, 1], got {random_palette_prob}")
+        for name, value in (("random_palette_prob", random_palette_prob), ("binary_prompt_prob", binary_prompt_prob),
+                            ("absent_class_prob", absent_class_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         drops = (drop_text_prob, drop_image_prob, drop_both_prob)
         if min(drops) < 0 or sum(drops) > 1:
             raise ValueError(f"drop probabilities must be >= 0 and sum to <= 1, got {drops}")
@@ -122,6 +125,7 @@ class BananaExamples(Dataset):
         self.split = split
         self.seed = int(seed)
         self.random_palette_prob = float(random_palette_prob)
+        self.binary_prompt_prob, self.absent_class_prob = float(binary_prompt_prob), float(absent_class_prob)
         self.drop_text_prob, self.drop_image_prob, self.drop_both_prob = map(float, drops)
         self._columns = None
         if in_memory:
@@ -168,6 +172,9 @@ class BananaExamples(Dataset):
         if task not in self.spec.tasks:
             raise ValueError(f"the {self.spec.name} split has no {task!r} labels; it offers {self.spec.tasks}")
         palette = None
+        # (no draw when the option is off: the stream of every earlier recipe is unchanged)
+        if task == "segmentation" and self.binary_prompt_prob > 0 and rng.random() < self.binary_prompt_prob:
+            return self._dropout(self._binary_example(sample, rng), index, draw)
         if task == "segmentation":   # the split's classes and palette (the world's: CLASS_NAMES, CANONICAL_PALETTE)
             use_random = rng.random() < self.random_palette_prob
             palette = random_palette(self.spec.class_names, rng) if use_random else dict(self.spec.palette)
@@ -176,6 +183,27 @@ class BananaExamples(Dataset):
         condition = to_model_range(np.asarray(sample["image"], dtype=np.uint8))
         example = {"target": to_model_range(target), "condition": condition, "prompt": prompt, "kind": task}
         return self._dropout(example, index, draw)
+
+    def _binary_example(self, sample: dict, rng: np.random.Generator) -> dict:
+        """One class, one random colour (SegGPT / InstructDiffusion-style palette reading): the prompt
+        names a single class and colour; the target paints that class's pixels in it, the rest
+        black. With probability ``absent_class_prob`` the class is one the scene lacks (a negative:
+        the target is all black), so the colour must come from the prompt, not from the scene."""
+        from banana.codecs import random_palette
+        from banana.tasks import task_prompt
+
+        semantic = np.asarray(sample["semantic"]).astype(np.int64)
+        names = list(self.spec.class_names)
+        present = sorted(set(int(c) for c in np.unique(semantic)) & set(range(len(names))))
+        absent = sorted(set(range(len(names))) - set(present))
+        pool = absent if absent and rng.random() < self.absent_class_prob else present
+        chosen = int(pool[int(rng.integers(len(pool)))])
+        palette = random_palette([names[chosen]], rng)
+        colour = np.asarray(palette[names[chosen]], dtype=np.float32) / 255.0
+        target = (semantic == chosen)[None].astype(np.float32) * colour[:, None, None]
+        condition = to_model_range(np.asarray(sample["image"], dtype=np.uint8))
+        return {"target": to_model_range(torch.from_numpy(target)), "condition": condition,
+                "prompt": task_prompt("segmentation", rng, palette), "kind": "segmentation"}
 
     def drawn_task(self, index: int, draw: int = 0) -> tuple[str, np.random.Generator]:
         """The task :meth:`vision` draws for ``(index, draw)``, and the example's RNG just after that

@@ -62,6 +62,7 @@ from torch import nn
 import lightning as L
 
 from banana.adapters import DEFAULT_LORA_TARGETS, add_lora, trainable_parameters
+from banana.training.losses import combine_losses
 
 __all__ = ["TrainConfig", "EMA", "EMATrainedModule", "BananaModule", "diffusion_loss", "build_optimizer", "prediction_target"]
 
@@ -92,7 +93,10 @@ class TrainConfig(SerializableConfig):
     lora_preset: str | None = None           # "attention" | "attention+conv" (banana.training.recipe); overrides lora_targets
     condition_init: str = "keep"             # tune: conv_in's condition channels at the start: "keep" | "zeros" | "copy-half"
     vision_timesteps: str = "uniform"        # noise levels of vision examples: "uniform" | "terminal" (t = T-1) | "high"
+    loss_normalisation: str = "batch"        # "batch" (plain mean) | "per-task" (each kind's loss / its detached mean)
+    task_loss_weight: float = 0.0            # weight of the task-space loss on x0 of vision rows (0: the paper's recipe)
     mixing_ratio: float = 0.5                # fraction of vision examples per batch (not disclosed by the paper)
+    labeled_scenes: int | None = None        # vision examples come from the split's first N scenes only (None: all)
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -104,6 +108,8 @@ class TrainConfig(SerializableConfig):
     drop_image_prob: float = 0.05            #                  condition -> zeros
     drop_both_prob: float = 0.05             #                  both
     random_palette_prob: float = 0.5         # segmentation: random palette vs the canonical one
+    binary_prompt_prob: float = 0.0          # segmentation: one class in one random colour, the rest black
+    absent_class_prob: float = 0.0           # of those, the share naming a class the scene lacks (all-black target)
     depth_codec: str = "metric"              # "metric" (paper: power warp + cube walk) | "affine-gray" (Marigold)
     seed: int = 0
     log_every: int = 10
@@ -137,6 +143,17 @@ class TrainConfig(SerializableConfig):
                               ("lora_preset", (None, *LORA_PRESETS))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        from banana.training.losses import LOSS_NORMALISATIONS
+
+        if self.loss_normalisation not in LOSS_NORMALISATIONS:
+            raise ValueError(f"loss_normalisation must be one of {LOSS_NORMALISATIONS}, got {self.loss_normalisation!r}")
+        for name in ("random_palette_prob", "binary_prompt_prob", "absent_class_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.task_loss_weight < 0:
+            raise ValueError(f"task_loss_weight must be >= 0, got {self.task_loss_weight}")
+        if self.task_loss_weight > 0 and self.depth_codec != "metric":
+            raise ValueError("task_loss_weight > 0 decodes depth along the metric cube walk: needs depth_codec='metric'")
         if self.stage == "pretrain" and self.condition_init != "keep":
             raise ValueError("condition_init applies when tuning starts: stage='pretrain' needs 'keep'")
         if not 0 <= self.mixing_ratio <= 1:
@@ -146,6 +163,8 @@ class TrainConfig(SerializableConfig):
         drops = (self.drop_text_prob, self.drop_image_prob, self.drop_both_prob)
         if min(drops) < 0 or sum(drops) > 1:
             raise ValueError(f"drop probabilities must be >= 0 and sum to <= 1, got {drops}")
+        if self.labeled_scenes is not None and (isinstance(self.labeled_scenes, bool) or self.labeled_scenes < 1):
+            raise ValueError(f"labeled_scenes must be None (every scene) or >= 1, got {self.labeled_scenes!r}")
         for name in ("lora_rank", "batch_size", "max_steps", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -169,6 +188,16 @@ class TrainConfig(SerializableConfig):
         if self.strategy.startswith("fsdp") and self.ema_decay > 0:
             raise ValueError("strategy='fsdp' shards the parameters the EMA keeps references to: set "
                              "ema_decay=0, or use strategy='ddp' (recommended for banana's model sizes)")
+
+    def vision_pool_size(self, n_scenes: int) -> int:
+        """How many scenes of an ``n_scenes`` split vision examples are drawn from: the first
+        ``labeled_scenes`` (the labeled pool of a learning curve), or all of them. Generation
+        examples always use the whole split (plentiful images, scarce labels)."""
+        if self.labeled_scenes is None:
+            return int(n_scenes)
+        if self.labeled_scenes > n_scenes:
+            raise ValueError(f"labeled_scenes={self.labeled_scenes} but the split has only {n_scenes} scenes")
+        return int(self.labeled_scenes)
 
     @property
     def lora_target_modules(self) -> tuple[str, ...]:
@@ -243,8 +272,10 @@ def prediction_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timestep
 
 
 def diffusion_loss(generator, scheduler, batch: dict, generator_rng: torch.Generator, offset: int = 0,
-                   total: int | None = None, vision_timesteps: str = "uniform") -> torch.Tensor:
-    """Per-example MSE ``[B]`` between the model output and the prediction target.
+                   total: int | None = None, vision_timesteps: str = "uniform",
+                   task_loss_weight: float = 0.0) -> torch.Tensor:
+    """Per-example MSE ``[B]`` between the model output and the prediction target (plus
+    ``task_loss_weight`` times :func:`banana.training.losses.task_space_loss` on the x0 prediction).
 
     ``batch`` may be rows ``offset .. offset + B`` of a global batch of ``total`` rows (one rank's
     slice under data parallelism): timesteps and noise are drawn for all ``total`` rows from
@@ -270,7 +301,14 @@ def diffusion_loss(generator, scheduler, batch: dict, generator_rng: torch.Gener
     wanted = prediction_target(scheduler, x0, noise, timesteps)
     states, mask = generator.encode_prompts(batch["prompt"])
     output = generator(noisy, timesteps, condition, states, mask)
-    return (output.float() - wanted.float()).pow(2).mean(dim=(1, 2, 3))
+    loss = (output.float() - wanted.float()).pow(2).mean(dim=(1, 2, 3))
+    if task_loss_weight > 0:
+        from banana.training.losses import task_space_loss, x0_prediction
+
+        if x0 is not batch["target"]:
+            raise ValueError("task_loss_weight > 0 needs a pixel-space generator (its x0 prediction is an image)")
+        loss = loss + task_loss_weight * task_space_loss(x0_prediction(scheduler, output, noisy, timesteps), x0, kinds)
+    return loss
 
 
 def build_optimizer(params, config) -> dict:
@@ -363,8 +401,9 @@ class BananaModule(EMATrainedModule):
         offset, total = self.rank_slice(len(batch["prompt"]))
         per_example = diffusion_loss(self.generator, self.noise_scheduler, batch,
                                      self.step_rng(self.global_batch_index()), offset=offset, total=total,
-                                     vision_timesteps=self.config.vision_timesteps)
-        loss = per_example.mean()
+                                     vision_timesteps=self.config.vision_timesteps,
+                                     task_loss_weight=self.config.task_loss_weight)
+        loss = combine_losses(per_example, batch["kind"], self.config.loss_normalisation)
         if self._trainer is not None:
             logged, kinds = per_example.detach(), np.asarray(batch["kind"])
             if total > len(kinds):

@@ -112,7 +112,7 @@ class MixedDataModule(L.LightningDataModule):
         rank = trainer.global_rank if trainer is not None else 0
         world_size = trainer.world_size if trainer is not None else 1
         n = len(self.examples)
-        sampler = _LiveStartSampler(trainer, n_generation=n, n_vision=n, batch_size=self.config.batch_size,
+        sampler = _LiveStartSampler(trainer, n_generation=n, n_vision=self.config.vision_pool_size(n), batch_size=self.config.batch_size,
                                     mixing_ratio=self.config.mixing_ratio, num_batches=self.config.max_steps,
                                     seed=self.config.seed, rank=rank, world_size=world_size, start_batch=start)
         return make_dataloader(self.examples, sampler, num_workers=self.config.num_workers,
@@ -218,7 +218,8 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
     examples = BananaExamples(split, seed=config.seed, random_palette_prob=config.random_palette_prob,
                               depth_codec=config.depth_codec,
                               drop_text_prob=config.drop_text_prob, drop_image_prob=config.drop_image_prob,
-                              drop_both_prob=config.drop_both_prob)
+                              drop_both_prob=config.drop_both_prob, binary_prompt_prob=config.binary_prompt_prob,
+                              absent_class_prob=config.absent_class_prob)
     module = BananaModule(generator, config)
     datamodule = MixedDataModule(examples, config)
     meter = ThroughputMeter()

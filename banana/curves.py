@@ -1,0 +1,390 @@
+"""Learning curves: task accuracy against the number of **labeled** scenes, per training arm.
+
+Why
+---
+Vision Banana's premise is that generation data are plentiful and dense labels are scarce, and
+its thesis that a generator's pretraining turns a little labeled data into a generalist. At our
+scale the question that can be answered is: *where, if anywhere, does generative pretraining
+pay?* So every arm here trains on the same labeled pool (the first ``labeled_scenes`` scenes of
+the world's train split; :attr:`banana.training.TrainConfig.labeled_scenes`) for the same number
+of steps, and is scored on the same images with the same intervals and floors. The base
+generator was pretrained on all 2,000 train images with their descriptions and **no dense
+label**: the unlabeled pool is every scene, the labeled pool a small part of it.
+
+The arms (:data:`ARMS`)
+-----------------------
+* ``generalist-paper``: the paper's recipe as banana first implemented it (LoRA on the attention,
+  uniform timesteps, the random condition channels kept, half the segmentation prompts with a
+  random palette; :func:`banana.profiles.tuning_config`).
+* ``generalist-best``: the recipe chosen on val (:data:`BEST_RECIPE`: full tuning, vision examples
+  at the terminal timestep t = T-1, condition channels zeroed, lr 3e-4, canonical palette).
+* ``control``: ``generalist-best`` from a random init (no generative pretraining; same trainable
+  set, :func:`banana.baselines.train_control`).
+* ``specialist-random`` / ``specialist-pretrained``: one specialist per task (a UNet with a
+  task head) trained on exactly the vision images of that task the ``generalist-best`` arm sees
+  (:func:`banana.baselines.replay_vision_stream`), from a random init or from the base's UNet.
+
+Every arm is decoded in one step (the terminal-timestep recipe is a one-step predictor; for
+``generalist-paper`` the decoding grid found 1 step within noise of 10). :func:`run_curve_point`
+trains and scores one ``(arm, labeled_scenes)`` point, :func:`plot_learning_curves` draws the
+aggregated grid (``grids/learning_curves.yaml``, notebook 08).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = ["ARMS", "BEST_RECIPE", "CURVE_METRICS", "SHIPPED_ARMS", "parse_overrides", "arm_config", "run_curve_point",
+           "plot_learning_curves", "publish_point", "study_command"]
+
+#: The recipe chosen on the val probes of issue 12 (48 val images, 1-step decoding, 6,400 vision
+#: images): terminal timesteps lifted val mIoU from 0.220 to 0.357 and normals from 27.1 to 21.8 deg;
+#: LoRA on attention + convolutions scored 0.345 (within noise, below); 90% random palettes
+#: learned no segmentation at all, so the canonical palette is used for every prompt.
+BEST_RECIPE: dict[str, Any] = {"tuning": "full", "vision_timesteps": "terminal", "condition_init": "zeros",
+                               "learning_rate": 3e-4, "random_palette_prob": 0.0, "ema_decay": 0.0}
+
+#: arm -> (kind, description); kind is "generalist", "control" or "specialist".
+ARMS: dict[str, tuple[str, str]] = {
+    "generalist-paper": ("generalist", "generalist, first recipe (LoRA, uniform t)"),
+    "generalist-best": ("generalist", "generalist, best recipe (full, t = T-1)"),
+    "control": ("control", "no pretraining (best recipe, random init)"),
+    "specialist-random": ("specialist", "specialists, random init"),
+    "specialist-pretrained": ("specialist", "specialists, pretrained UNet"),
+}
+
+#: The metrics a curve shows: record key -> (panel title, higher is better).
+CURVE_METRICS: dict[str, tuple[str, bool]] = {
+    "segmentation_miou": ("segmentation mIoU (canonical palette)", True),
+    "segmentation_miou_unseen": ("segmentation mIoU (unseen palette)", True),
+    "depth_delta1": ("depth δ1 (metric)", True),
+    "depth_abs_rel": ("depth AbsRel (metric)", False),
+    "normals_mean_deg": ("normals mean angular error (deg)", False),
+}
+
+
+def parse_overrides(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``"task_loss_weight=0.1,mixing_ratio=1.0"`` (a grid-friendly string; ``""``: none) or a mapping
+    -> ``{field: value}`` of :class:`~banana.training.TrainConfig` fields, values parsed as Python
+    literals (bare words stay strings). Unknown fields and the point's own fields are errors."""
+    import ast
+
+    from banana.training import TrainConfig
+
+    if text is None or isinstance(text, Mapping):
+        pairs = dict(text or {})
+    else:
+        pairs = {}
+        for item in filter(None, (part.strip() for part in str(text).split(","))):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"recipe override {item!r} is not NAME=VALUE")
+            try:
+                pairs[name.strip()] = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                pairs[name.strip()] = value.strip()
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(pairs) - fields)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown} in the recipe overrides")
+    owned = sorted(set(pairs) & {"labeled_scenes", "max_steps", "batch_size", "seed", "stage", "base_model", "world_dir"})
+    if owned:
+        raise ValueError(f"{owned} are set by the curve point itself, not by recipe overrides")
+    return pairs
+
+
+def arm_config(arm: str, labeled_scenes: int, *, profile: str, max_steps: int, batch_size: int = 16,
+               seed: int = 0, overrides: str | Mapping[str, Any] | None = None):
+    """The generalist :class:`~banana.training.TrainConfig` of ``arm`` (a specialist arm: the
+    ``generalist-best`` config whose vision stream it replays), with ``overrides``
+    (:func:`parse_overrides`) applied last. The mixing ratio is 0.5 unless overridden."""
+    from banana.profiles import tuning_config
+
+    if arm not in ARMS:
+        raise ValueError(f"unknown arm {arm!r}; choose from {sorted(ARMS)}")
+    if arm == "generalist-paper":
+        config = tuning_config(profile, "lora", 0.5, seed, max_steps=max_steps)
+    else:
+        config = dataclasses.replace(tuning_config(profile, "full", 0.5, seed, max_steps=max_steps), **BEST_RECIPE)
+    return dataclasses.replace(config, labeled_scenes=int(labeled_scenes), batch_size=batch_size,
+                               **parse_overrides(overrides))
+
+
+def _write_matched_generalist(config, base_dir: Path, world_dir: Path, out: Path) -> Path:
+    """The config record of the ``generalist-best`` run a specialist arm replays (the stream is a
+    pure function of the config, so no training is needed to know which images it sees)."""
+    generator = json.loads((Path(base_dir) / "generator_config.json").read_text())
+    resolved = dataclasses.replace(config, world_dir=str(Path(world_dir).resolve()),
+                                   base_model=str(Path(base_dir).resolve()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"train": resolved.to_dict(), "generator": generator}, indent=1) + "\n")
+    return out
+
+
+def _train_arm(arm: str, config, out: Path, base_dir: Path, world_dir: Path, progress: bool):
+    """Train one arm in ``out``; returns ``(generator | {task: Specialist}, training metrics)``."""
+    from banana.baselines import SpecialistConfig, load_specialist, train_control, train_specialist
+    from banana.training import load_run, train
+
+    kind = ARMS[arm][0]
+    if kind == "generalist":
+        run = train(config, out / "run", generator=base_dir, world_dir=world_dir, progress=progress)
+        return load_run(run), json.loads((run / "metrics.json").read_text())
+    if kind == "control":
+        run = train_control(dataclasses.replace(config, base_model=str(base_dir)), out / "run", world_dir=world_dir,
+                            progress=progress)
+        return load_run(run), json.loads((run / "metrics.json").read_text())
+    matched = _write_matched_generalist(config, base_dir, world_dir, out / "matched-generalist")
+    backbone = json.loads((Path(base_dir) / "generator_config.json").read_text())
+    init_from = str(base_dir) if arm == "specialist-pretrained" else None
+    models, seen, seconds = {}, 0, 0.0
+    for task in ("segmentation", "depth", "normals"):
+        spec = SpecialistConfig(task=task, backbone=backbone, match_run=str(matched), init_from=init_from,
+                                ema_decay=0.0, batch_size=config.batch_size, seed=config.seed)
+        run = train_specialist(spec, out / f"run-{task}", world_dir=world_dir, progress=progress)
+        metrics = json.loads((run / "metrics.json").read_text())
+        models[task] = load_specialist(run)
+        seen += metrics["images_seen"]
+        seconds += metrics["wall_seconds"]
+    return models, {"images_seen": seen, "vision_images_seen": seen, "wall_seconds": seconds}
+
+
+def _evaluate_arm(arm: str, model, split, limit: int, seed: int) -> dict:
+    from banana.evaluation.comparison import merge_results
+    from banana.evaluation.harness import evaluate_pipeline, evaluate_specialist
+    from banana.pipeline import BananaPipeline
+
+    if isinstance(model, dict):                         # the specialist arms: task -> Specialist
+        return merge_results([evaluate_specialist(model[task], split, task, limit=limit) for task in model])
+    pipe = BananaPipeline(model, scheduler="ddim")
+    return evaluate_pipeline(pipe, split, limit=limit, seed=seed, progress=False, num_inference_steps=1)
+
+
+def run_curve_point(arm: str, labeled_scenes: int, output_dir: str | Path, *, base_dir: str | Path,
+                    world_dir: str | Path, profile: str, max_steps: int, batch_size: int = 16, seed: int = 0,
+                    overrides: str | Mapping[str, Any] | None = None, eval_split: str = "test",
+                    n_eval: int | None = None, also_val: bool = False, progress: bool = False) -> dict:
+    """Train ``arm`` on the first ``labeled_scenes`` train scenes and score it on ``eval_split``.
+
+    Writes (and returns) ``output_dir/metrics.json``: :func:`~banana.evaluation.comparison.point_record`
+    (each metric with its 95% bootstrap interval over images, the best floor on the same images and
+    whether the arm is above it) plus ``arm``, ``labeled_scenes``, ``vision_images_seen``,
+    ``images_seen`` and ``train_seconds``. Training resumes from the arm's checkpoints.
+    ``also_val``: the same record on the val split too, in ``output_dir/val_metrics.json`` (what a
+    shipped study model's card reports beside test)."""
+    from banana.evaluation.comparison import floor_results, point_record
+    from banana.world import load_world
+
+    output_dir, base_dir, world_dir = Path(output_dir), Path(base_dir), Path(world_dir)
+    config = arm_config(arm, labeled_scenes, profile=profile, max_steps=max_steps, batch_size=batch_size, seed=seed,
+                        overrides=overrides)
+    world = load_world(world_dir)
+    config.vision_pool_size(len(world["train"]))          # a pool larger than the split fails here
+    model, train_metrics = _train_arm(arm, config, output_dir, base_dir, world_dir, progress)
+    def score(split: str) -> dict:
+        result = _evaluate_arm(arm, model, world[split], n_eval, seed)
+        floors = floor_results(world["train"], world[split], limit=n_eval)
+        return {**point_record(result, world[split], floors), "eval_split": split, "n_eval": int(result["n_images"])}
+
+    if also_val:
+        (output_dir / "val_metrics.json").write_text(json.dumps(score("val"), indent=1) + "\n")
+    record = score(eval_split)
+    if ARMS[arm][0] == "generalist":
+        record.update(retention_record(model, base_dir, world, seed))
+    vision_seen = train_metrics.get("vision_images_seen")
+    if vision_seen is None:                                # a generalist run: its vision share of the stream
+        vision_seen = _vision_images(config, len(world["train"]))
+    record.update({"arm": arm, "labeled_scenes": int(labeled_scenes), "vision_images_seen": int(vision_seen),
+                   "overrides": json.dumps(parse_overrides(overrides), sort_keys=True),
+                   "images_seen": int(train_metrics["images_seen"]),
+                   "train_seconds": float(train_metrics["wall_seconds"])})
+    (output_dir / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+#: Held-out scenes of the generation-retention measure (:func:`retention_record`).
+RETENTION_SCENES = 64
+
+
+def retention_record(tuned, base_dir: str | Path, world, seed: int = 0) -> dict[str, float]:
+    """The held-out generation loss of a tuned generalist against its base (in percent, with its
+    paired interval over :data:`RETENTION_SCENES` held-out scenes;
+    :func:`banana.evaluation.retention.retention_increase`)."""
+    from banana.evaluation.retention import retention_increase
+    from banana.models import load_generator
+
+    return retention_increase(load_generator(base_dir), tuned, world["held_out"], n=RETENTION_SCENES, seed=seed)
+
+
+def _vision_images(config, n_scenes: int) -> int:
+    from banana.training.data import VISION, MixedBatchSampler
+
+    sampler = MixedBatchSampler(n_scenes, config.vision_pool_size(n_scenes), config.batch_size, config.mixing_ratio,
+                                num_batches=config.max_steps, seed=config.seed)
+    return sum(key.source == VISION for batch in sampler for key in batch)
+
+
+def plot_learning_curves(results, metrics: Mapping[str, tuple[str, bool]] | None = None):
+    """One panel per metric: x = labeled scenes (log), a line per arm with its 95% interval band,
+    the best floor as a dashed reference line. ``results``: a DataFrame of point records (one row
+    per arm and pool size; several seeds are averaged, their intervals pooled by the widest)."""
+    import matplotlib.pyplot as plt
+
+    metrics = dict(metrics or CURVE_METRICS)
+    shown = [m for m in metrics if m in results.columns and results[m].notna().any()]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], shown):
+        title, higher = metrics[name]
+        for arm in [a for a in ARMS if a in set(results["arm"])]:
+            rows = results[results["arm"] == arm].groupby("labeled_scenes").agg(
+                value=(name, "mean"), lo=(f"{name}_ci_lo", "min"), hi=(f"{name}_ci_hi", "max")).dropna()
+            if rows.empty:
+                continue
+            line, = ax.plot(rows.index, rows["value"], marker="o", label=ARMS[arm][1])
+            ax.fill_between(rows.index, rows["lo"], rows["hi"], color=line.get_color(), alpha=0.2)
+        if f"{name}_floor" in results.columns:
+            floor = results.groupby("labeled_scenes")[f"{name}_floor"].mean().dropna()
+            if not floor.empty:
+                ax.axhline(float(np.mean(floor)), color="0.3", linestyle="--", linewidth=1, label="best floor")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("labeled scenes for tuning")
+        ax.set_title(title + ("  (↑)" if higher else "  (↓)"), fontsize=10)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+# --------------------------------------------------------------------------- shipped study models
+#: The arms whose trained models a study grid ships (``publish_dir``), and the folder name of each.
+SHIPPED_ARMS: dict[str, str] = {"generalist-best": "generalist-{profile}", "specialist-random": "specialists-{profile}"}
+
+_CARD_METRICS = (("segmentation_miou", "segmentation mIoU, canonical palette"),
+                 ("segmentation_miou_unseen", "segmentation mIoU, unseen palette"),
+                 ("depth_delta1", "depth δ1 (metric)"), ("depth_abs_rel", "depth AbsRel (metric)"),
+                 ("normals_mean_deg", "normals mean angle (deg)"))
+
+
+def _card_rows(record: Mapping) -> str:
+    rows = []
+    for key, label in _CARD_METRICS:
+        if key not in record:
+            continue
+        status = "above floor" if record.get(f"{key}_above_floor") else "**at or below floor**"
+        rows.append(f"| {label} | {record[key]:.4f} [{record[f'{key}_ci_lo']:.4f}, {record[f'{key}_ci_hi']:.4f}] "
+                    f"| {record.get(f'{key}_floor', float('nan')):.4f} | {status} |")
+    return "\n".join(["| metric | value [95% CI over images] | best floor | |", "|---|---|---|---|", *rows])
+
+
+def study_command(output_dir: str | Path) -> str:
+    """The command that ran a point: its grid's (``grid.json`` one folder up), else notebook 08 by hand."""
+    grid = Path(output_dir).resolve().parent / "grid.json"
+    if grid.is_file():
+        stored = json.loads(grid.read_text())
+        return (f"banana grid notebooks/08_learning_curves.ipynb --grid grids/{stored['name']}.yaml "
+                f"--profile {stored['profile']} --threads 2")
+    return f"notebook 08 run by hand (output_dir {output_dir})"
+
+
+def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: str,
+                  command: str | None = None) -> Path | None:
+    """Ship a finished study point (:func:`run_curve_point`'s ``output_dir``) of a
+    :data:`SHIPPED_ARMS` arm into ``publish_dir/<name>``, with a model card; other arms: ``None``.
+
+    The generalist is shipped as a run folder (``config.json`` + ``model/``) whose recorded world
+    and base are repository-relative, so ``banana evaluate data/generators/generalist-cpu --split
+    test`` works in any clone (the world is rebuilt from its seed when missing). The card holds the
+    data, steps, seed, command, machine, wall time and the val and test records. ``command``: default
+    :func:`study_command`."""
+    import shutil
+
+    from banana.paths import repo_relative
+
+    output_dir = Path(output_dir)
+    command = command if command is not None else study_command(output_dir)
+    record = json.loads((output_dir / "metrics.json").read_text())
+    val_path = output_dir / "val_metrics.json"
+    if not val_path.is_file():
+        raise FileNotFoundError(f"{val_path} is missing: run the point with also_val=True before shipping it")
+    val_record = json.loads(val_path.read_text())
+    arm = record["arm"]
+    if arm not in SHIPPED_ARMS:
+        return None
+    config = json.loads((output_dir / "matched-generalist" / "config.json").read_text()) if arm != "generalist-best" \
+        else json.loads((output_dir / "run" / "config.json").read_text())
+    train_config = config["train"]
+    out = Path(publish_dir) / SHIPPED_ARMS[arm].format(profile=Path(train_config["world_dir"]).name)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if arm == "generalist-best":
+        run = output_dir / "run"
+        shutil.copytree(run / "model", out / "model")
+        for name in ("run_info.json", "metrics.json", "loss_curve.png"):
+            shutil.copy2(run / name, out / (name if name.endswith(".png") else f"training_{name}"))
+        train_config.update(world_dir=repo_relative(train_config["world_dir"]),
+                            base_model=repo_relative(train_config["base_model"]))
+        (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    else:
+        for task in ("segmentation", "depth", "normals"):
+            shutil.copytree(output_dir / f"run-{task}" / "model", out / task)
+            shutil.copy2(output_dir / f"run-{task}" / "metrics.json", out / task / "training_metrics.json")
+    (out / "test_metrics.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / "val_metrics.json").write_text(json.dumps(dict(val_record), indent=1) + "\n")
+    (out / "README.md").write_text(_study_card(out.name, arm, record, val_record, train_config, command, machine))
+    return out
+
+
+def _study_card(name: str, arm: str, test: Mapping, val: Mapping, train: Mapping, command: str, machine: str) -> str:
+    use = (f"```bash\nbanana evaluate data/generators/{name} --split test --steps 1\n```\n\n"
+           "or `banana.training.load_run(\"data/generators/" + name + "\")` in Python.") if arm == "generalist-best" else (
+        "`banana.baselines.Specialist.from_pretrained(\"data/generators/" + name + "/<task>\")` for task in "
+        "segmentation, depth, normals.")
+    return f"""# banana study model `{name}` ({ARMS[arm][1]})
+
+The `{arm}` arm of the learning curves (notebook 08, `banana.curves`) at the largest labeled pool of
+its study grid. Every number below was measured by the command at the bottom; settings were
+chosen on val before the test split was scored.
+
+| | |
+|---|---|
+| arm | {ARMS[arm][1]} |
+| data | banana world `{Path(train['world_dir']).name}` (seed 0); vision examples from the first {test['labeled_scenes']} train scenes |
+| base | `{repo_relative_name(train.get('base_model'))}` (generation pretraining only) |
+| training | {train['max_steps']} steps x batch {train['batch_size']}, mixing ratio {train['mixing_ratio']}, {test['vision_images_seen']:,} vision images seen ({test['images_seen']:,} images in all) |
+| recipe | tuning `{train['tuning']}`, vision timesteps `{train['vision_timesteps']}`, condition init `{train['condition_init']}`, lr {train['learning_rate']}, EMA {train['ema_decay']}, random palette {train['random_palette_prob']} |
+| seed | {train['seed']} |
+| wall time | {test['train_seconds'] / 60:.1f} min of training |
+| machine | {machine} |
+| decoding | one DDIM step (specialists: one forward pass) |
+
+## Test ({test['n_eval']} images)
+
+{_card_rows(test)}
+
+## Val ({val.get('n_eval', '?')} images)
+
+{_card_rows(val)}
+
+## Use
+
+{use}
+
+## Reproduce
+
+```bash
+{command}
+```
+"""
+
+
+def repo_relative_name(path) -> str:
+    from banana.paths import repo_relative
+
+    return "none" if path is None else repo_relative(path)

@@ -27,7 +27,8 @@ The arms (:data:`ARMS`)
 Every arm is decoded in one step (the terminal-timestep recipe is a one-step predictor; for
 ``generalist-paper`` the decoding grid found 1 step within noise of 10). :func:`run_curve_point`
 trains and scores one ``(arm, labeled_scenes)`` point, :func:`plot_learning_curves` draws the
-aggregated grid (``grids/learning_curves.yaml``, notebook 08).
+aggregated grid (``grids/learning_curves.yaml``, notebook 08) and :func:`curve_verdict` reads it
+out; :mod:`banana.study_models` ships the models of a study grid's points.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 __all__ = ["ARMS", "BEST_RECIPE", "CURVE_METRICS", "SHIPPED_ARMS", "parse_overrides", "arm_config", "run_curve_point",
-           "plot_learning_curves", "publish_point", "study_command"]
+           "plot_learning_curves", "curve_verdict", "interval_outcome"]
 
 #: The recipe chosen on the val probes of issue 12 (48 val images, 1-step decoding, 6,400 vision
 #: images): terminal timesteps lifted val mIoU from 0.220 to 0.357 and normals from 27.1 to 21.8 deg;
@@ -252,6 +253,9 @@ def plot_learning_curves(results, metrics: Mapping[str, tuple[str, bool]] | None
             if not floor.empty:
                 ax.axhline(float(np.mean(floor)), color="0.3", linestyle="--", linewidth=1, label="best floor")
         ax.set_xscale("log", base=2)
+        sizes = sorted(set(results["labeled_scenes"]))
+        ax.set_xticks(sizes, [str(int(n)) for n in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("labeled scenes for tuning")
         ax.set_title(title + ("  (↑)" if higher else "  (↓)"), fontsize=10)
         ax.grid(alpha=0.3)
@@ -261,130 +265,58 @@ def plot_learning_curves(results, metrics: Mapping[str, tuple[str, bool]] | None
     return fig
 
 
-# --------------------------------------------------------------------------- shipped study models
-#: The arms whose trained models a study grid ships (``publish_dir``), and the folder name of each.
-SHIPPED_ARMS: dict[str, str] = {"generalist-best": "generalist-{profile}", "specialist-random": "specialists-{profile}"}
+# --------------------------------------------------------------------------- the computed verdict
+#: What a curve's verdict compares: (arm, against, the question it answers).
+VERDICT_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("generalist-best", "control", "does generative pretraining pay? (same recipe, random init)"),
+    ("generalist-best", "specialist-random", "does the generalist match same-data specialists?"),
+    ("generalist-best", "generalist-paper", "does the recipe matter?"),
+    ("specialist-pretrained", "specialist-random", "does the pretrained UNet help a specialist?"),
+)
+VERDICT_METRICS = ("segmentation_miou", "depth_delta1", "normals_mean_deg")
 
-_CARD_METRICS = (("segmentation_miou", "segmentation mIoU, canonical palette"),
-                 ("segmentation_miou_unseen", "segmentation mIoU, unseen palette"),
-                 ("depth_delta1", "depth δ1 (metric)"), ("depth_abs_rel", "depth AbsRel (metric)"),
-                 ("normals_mean_deg", "normals mean angle (deg)"))
+
+def interval_outcome(a: tuple[float, float], b: tuple[float, float], higher: bool) -> str:
+    """``"beats"`` / ``"trails"`` when the 95% intervals ``a`` and ``b`` do not overlap (in favour of
+    ``a`` / of ``b``), else ``"overlaps"``. Stricter than a paired test on the same images."""
+    if (a[0] > b[1]) if higher else (a[1] < b[0]):
+        return "beats"
+    if (a[1] < b[0]) if higher else (a[0] > b[1]):
+        return "trails"
+    return "overlaps"
 
 
-def _card_rows(record: Mapping) -> str:
-    rows = []
-    for key, label in _CARD_METRICS:
-        if key not in record:
+def curve_verdict(results) -> str:
+    """The learning curve read out in Markdown, from the points alone: for each comparison of
+    :data:`VERDICT_PAIRS` and each task metric, per pool size, both values and whether the
+    intervals separate; then where each comparison is won. Used as the grid report's verdict."""
+    cells = results.groupby(["arm", "labeled_scenes"]).mean(numeric_only=True)
+    arms = set(results["arm"])
+    lines = ["## Verdict (computed from the points)", "",
+             "\"beats\" / \"trails\" only where the two 95% bootstrap intervals over test images do not overlap "
+             "(stricter than the paired test of notebook 05); \"(at floor)\" marks a value not above the best "
+             "floor on the same images.", ""]
+    for arm, other, question in VERDICT_PAIRS:
+        if arm not in arms or other not in arms:
             continue
-        status = "above floor" if record.get(f"{key}_above_floor") else "**at or below floor**"
-        rows.append(f"| {label} | {record[key]:.4f} [{record[f'{key}_ci_lo']:.4f}, {record[f'{key}_ci_hi']:.4f}] "
-                    f"| {record.get(f'{key}_floor', float('nan')):.4f} | {status} |")
-    return "\n".join(["| metric | value [95% CI over images] | best floor | |", "|---|---|---|---|", *rows])
-
-
-def study_command(output_dir: str | Path) -> str:
-    """The command that ran a point: its grid's (``grid.json`` one folder up), else notebook 08 by hand."""
-    grid = Path(output_dir).resolve().parent / "grid.json"
-    if grid.is_file():
-        stored = json.loads(grid.read_text())
-        return (f"banana grid notebooks/08_learning_curves.ipynb --grid grids/{stored['name']}.yaml "
-                f"--profile {stored['profile']} --threads 2")
-    return f"notebook 08 run by hand (output_dir {output_dir})"
-
-
-def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: str,
-                  command: str | None = None) -> Path | None:
-    """Ship a finished study point (:func:`run_curve_point`'s ``output_dir``) of a
-    :data:`SHIPPED_ARMS` arm into ``publish_dir/<name>``, with a model card; other arms: ``None``.
-
-    The generalist is shipped as a run folder (``config.json`` + ``model/``) whose recorded world
-    and base are repository-relative, so ``banana evaluate data/generators/generalist-cpu --split
-    test`` works in any clone (the world is rebuilt from its seed when missing). The card holds the
-    data, steps, seed, command, machine, wall time and the val and test records. ``command``: default
-    :func:`study_command`."""
-    import shutil
-
-    from banana.paths import repo_relative
-
-    output_dir = Path(output_dir)
-    command = command if command is not None else study_command(output_dir)
-    record = json.loads((output_dir / "metrics.json").read_text())
-    val_path = output_dir / "val_metrics.json"
-    if not val_path.is_file():
-        raise FileNotFoundError(f"{val_path} is missing: run the point with also_val=True before shipping it")
-    val_record = json.loads(val_path.read_text())
-    arm = record["arm"]
-    if arm not in SHIPPED_ARMS:
-        return None
-    config = json.loads((output_dir / "matched-generalist" / "config.json").read_text()) if arm != "generalist-best" \
-        else json.loads((output_dir / "run" / "config.json").read_text())
-    train_config = config["train"]
-    out = Path(publish_dir) / SHIPPED_ARMS[arm].format(profile=Path(train_config["world_dir"]).name)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    if arm == "generalist-best":
-        run = output_dir / "run"
-        shutil.copytree(run / "model", out / "model")
-        for name in ("run_info.json", "metrics.json", "loss_curve.png"):
-            shutil.copy2(run / name, out / (name if name.endswith(".png") else f"training_{name}"))
-        train_config.update(world_dir=repo_relative(train_config["world_dir"]),
-                            base_model=repo_relative(train_config["base_model"]))
-        (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-    else:
-        for task in ("segmentation", "depth", "normals"):
-            shutil.copytree(output_dir / f"run-{task}" / "model", out / task)
-            shutil.copy2(output_dir / f"run-{task}" / "metrics.json", out / task / "training_metrics.json")
-    (out / "test_metrics.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / "val_metrics.json").write_text(json.dumps(dict(val_record), indent=1) + "\n")
-    (out / "README.md").write_text(_study_card(out.name, arm, record, val_record, train_config, command, machine))
-    return out
-
-
-def _study_card(name: str, arm: str, test: Mapping, val: Mapping, train: Mapping, command: str, machine: str) -> str:
-    use = (f"```bash\nbanana evaluate data/generators/{name} --split test --steps 1\n```\n\n"
-           "or `banana.training.load_run(\"data/generators/" + name + "\")` in Python.") if arm == "generalist-best" else (
-        "`banana.baselines.Specialist.from_pretrained(\"data/generators/" + name + "/<task>\")` for task in "
-        "segmentation, depth, normals.")
-    return f"""# banana study model `{name}` ({ARMS[arm][1]})
-
-The `{arm}` arm of the learning curves (notebook 08, `banana.curves`) at the largest labeled pool of
-its study grid. Every number below was measured by the command at the bottom; settings were
-chosen on val before the test split was scored.
-
-| | |
-|---|---|
-| arm | {ARMS[arm][1]} |
-| data | banana world `{Path(train['world_dir']).name}` (seed 0); vision examples from the first {test['labeled_scenes']} train scenes |
-| base | `{repo_relative_name(train.get('base_model'))}` (generation pretraining only) |
-| training | {train['max_steps']} steps x batch {train['batch_size']}, mixing ratio {train['mixing_ratio']}, {test['vision_images_seen']:,} vision images seen ({test['images_seen']:,} images in all) |
-| recipe | tuning `{train['tuning']}`, vision timesteps `{train['vision_timesteps']}`, condition init `{train['condition_init']}`, lr {train['learning_rate']}, EMA {train['ema_decay']}, random palette {train['random_palette_prob']} |
-| seed | {train['seed']} |
-| wall time | {test['train_seconds'] / 60:.1f} min of training |
-| machine | {machine} |
-| decoding | one DDIM step (specialists: one forward pass) |
-
-## Test ({test['n_eval']} images)
-
-{_card_rows(test)}
-
-## Val ({val.get('n_eval', '?')} images)
-
-{_card_rows(val)}
-
-## Use
-
-{use}
-
-## Reproduce
-
-```bash
-{command}
-```
-"""
-
-
-def repo_relative_name(path) -> str:
-    from banana.paths import repo_relative
-
-    return "none" if path is None else repo_relative(path)
+        sizes = sorted(set(cells.loc[arm].index) & set(cells.loc[other].index))
+        header = "| labeled scenes | " + " | ".join(CURVE_METRICS[m][0] for m in VERDICT_METRICS) + " |"
+        rows, wins = [header, "|---" * (len(VERDICT_METRICS) + 1) + "|"], {m: [] for m in VERDICT_METRICS}
+        for n in sizes:
+            row = [str(n)]
+            for metric in VERDICT_METRICS:
+                higher = CURVE_METRICS[metric][1]
+                a, b = cells.loc[(arm, n)], cells.loc[(other, n)]
+                if metric not in a or np.isnan(a[metric]) or np.isnan(b[metric]):
+                    row.append("-")
+                    continue
+                outcome = interval_outcome((a[f"{metric}_ci_lo"], a[f"{metric}_ci_hi"]),
+                                           (b[f"{metric}_ci_lo"], b[f"{metric}_ci_hi"]), higher)
+                floor = "" if a.get(f"{metric}_above_floor", 1) >= 1 else " (at floor)"
+                row.append(f"{a[metric]:.3f}{floor} vs {b[metric]:.3f}: **{outcome}**")
+                if outcome == "beats":
+                    wins[metric].append(n)
+            rows.append("| " + " | ".join(row) + " |")
+        won = "; ".join(f"{CURVE_METRICS[m][0]}: {', '.join(map(str, w)) or 'nowhere'}" for m, w in wins.items())
+        lines += [f"### `{arm}` vs `{other}`: {question}", "", *rows, "", f"`{arm}` beats `{other}` at: {won}.", ""]
+    return "\n".join(lines)

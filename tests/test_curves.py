@@ -108,7 +108,8 @@ def test_a_curve_point_trains_scores_and_records_its_pool(arm, base_dir, world_d
 
 def test_a_shipped_generalist_is_evaluated_by_the_cli_from_its_folder(base_dir, world_dir, tmp_path, one_thread):
     from banana.cli import main
-    from banana.curves import publish_point, run_curve_point
+    from banana.curves import run_curve_point
+    from banana.study_models import publish_point
 
     point = tmp_path / "point"
     run_curve_point("generalist-best", 8, point, base_dir=base_dir, world_dir=world_dir, profile="smoke",
@@ -187,3 +188,24 @@ def test_binary_prompts_name_one_class_in_one_colour_and_negatives_are_black(spl
         assert again["prompt"] == example["prompt"] and torch.equal(again["target"], example["target"])
     with pytest.raises(ValueError, match="binary_prompt_prob"):
         TrainConfig(binary_prompt_prob=1.5)
+
+
+def test_the_verdict_says_beats_only_where_intervals_separate():
+    from banana.curves import curve_verdict, interval_outcome
+
+    assert interval_outcome((0.3, 0.4), (0.1, 0.2), higher=True) == "beats"
+    assert interval_outcome((0.3, 0.4), (0.1, 0.2), higher=False) == "trails"
+    assert interval_outcome((0.3, 0.4), (0.35, 0.5), higher=True) == "overlaps"
+    rows = []
+    for arm, seg in (("generalist-best", (0.30, 0.29, 0.31)), ("control", (0.22, 0.21, 0.23))):
+        for n in (8, 16):
+            gap = 0.0 if n == 8 else 0.08              # at 16 scenes the arms are equal
+            value, lo, hi = (seg if arm == "generalist-best" else tuple(v + gap for v in seg))
+            rows.append({"arm": arm, "labeled_scenes": n, "segmentation_miou": value, "segmentation_miou_ci_lo": lo,
+                         "segmentation_miou_ci_hi": hi, "segmentation_miou_above_floor": 1.0,
+                         "depth_delta1": np.nan, "depth_delta1_ci_lo": np.nan, "depth_delta1_ci_hi": np.nan,
+                         "normals_mean_deg": np.nan, "normals_mean_deg_ci_lo": np.nan, "normals_mean_deg_ci_hi": np.nan})
+    text = curve_verdict(pd.DataFrame(rows))
+    assert "| 8 | 0.300 vs 0.220: **beats**" in text and "| 16 | 0.300 vs 0.300: **overlaps**" in text
+    assert "segmentation mIoU (canonical palette): 8;" in text
+    assert "specialist" not in text.split("###")[-1].split(":")[0]     # only the pairs present are read out

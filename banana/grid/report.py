@@ -47,6 +47,16 @@ def collect(grid_dir: str | Path):
     return pd.DataFrame(rows), stored
 
 
+def _library_function(name: str, what: str):
+    """``"banana.module:function"`` -> the function (grid files may name banana's own code only)."""
+    import importlib
+
+    module, _, attr = str(name).partition(":")
+    if not module.startswith("banana.") or not attr:
+        raise ValueError(f"report {what!r} must name a banana function as 'banana.module:name', got {name!r}")
+    return getattr(importlib.import_module(module), attr)
+
+
 def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Path | None:
     """One seaborn figure: a panel per metric, ``x`` against the metric, ``hue``/``style`` lines,
     mean and sd over the remaining axes (seeds)."""
@@ -56,12 +66,7 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
     import seaborn as sns
 
     if figure.get("plot"):                     # a library plotting function "module:name" of the frame
-        import importlib
-
-        module, _, attr = str(figure["plot"]).partition(":")
-        if not module.startswith("banana.") or not attr:
-            raise ValueError(f"figure 'plot' must name a banana function as 'banana.module:name', got {figure['plot']!r}")
-        fig = getattr(importlib.import_module(module), attr)(frame)
+        fig = _library_function(figure["plot"], "plot")(frame)
         if figure.get("title"):
             fig.suptitle(figure["title"], y=1.02)
         fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -193,6 +198,12 @@ def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name:
                       "normal, and the untuned base generator where the point scored it): "
                       + ", ".join(f"{m} {', '.join(f'{v:.4g}' for v in vals)}" for m, vals in floor_values.items())
                       + ".", ""]
+    verdict = stored.get("report", {}).get("verdict")
+    if verdict and not done.empty:             # a computed reading of the results ("banana.module:name")
+        text = _library_function(verdict, "verdict")(done)
+        (out / "verdict.md").write_text(text + "\n")
+        written["verdict"] = out / "verdict.md"
+        lines += [text, ""]
     failed = frame[frame["status"].isin(["failed", "timeout"])]
     if not failed.empty:
         lines += ["## Failed points", ""]

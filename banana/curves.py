@@ -301,9 +301,9 @@ def curve_verdict(results) -> str:
             continue
         sizes = sorted(set(cells.loc[arm].index) & set(cells.loc[other].index))
         header = "| labeled scenes | " + " | ".join(CURVE_METRICS[m][0] for m in VERDICT_METRICS) + " |"
-        rows, wins = [header, "|---" * (len(VERDICT_METRICS) + 1) + "|"], {m: [] for m in VERDICT_METRICS}
+        rows, wins = [header, "|---" * (len(VERDICT_METRICS) + 1) + "|"], {m: ([], []) for m in VERDICT_METRICS}
         for n in sizes:
-            row = [str(n)]
+            row = [str(int(n))]
             for metric in VERDICT_METRICS:
                 higher = CURVE_METRICS[metric][1]
                 a, b = cells.loc[(arm, n)], cells.loc[(other, n)]
@@ -312,11 +312,13 @@ def curve_verdict(results) -> str:
                     continue
                 outcome = interval_outcome((a[f"{metric}_ci_lo"], a[f"{metric}_ci_hi"]),
                                            (b[f"{metric}_ci_lo"], b[f"{metric}_ci_hi"]), higher)
-                floor = "" if a.get(f"{metric}_above_floor", 1) >= 1 else " (at floor)"
-                row.append(f"{a[metric]:.3f}{floor} vs {b[metric]:.3f}: **{outcome}**")
+                above = a.get(f"{metric}_above_floor", 1) >= 1
+                row.append(f"{a[metric]:.3f}{'' if above else ' (at floor)'} vs {b[metric]:.3f}: **{outcome}**")
                 if outcome == "beats":
-                    wins[metric].append(n)
+                    wins[metric][0 if above else 1].append(str(int(n)))
             rows.append("| " + " | ".join(row) + " |")
-        won = "; ".join(f"{CURVE_METRICS[m][0]}: {', '.join(map(str, w)) or 'nowhere'}" for m, w in wins.items())
-        lines += [f"### `{arm}` vs `{other}`: {question}", "", *rows, "", f"`{arm}` beats `{other}` at: {won}.", ""]
+        won = "; ".join(f"{CURVE_METRICS[m][0]}: {', '.join(w) or 'nowhere'}"
+                        + (f" (and at floor, so no finding: {', '.join(f)})" if f else "") for m, (w, f) in wins.items())
+        lines += [f"### `{arm}` vs `{other}`: {question}", "", *rows, "",
+                  f"`{arm}` beats `{other}` above the floor at (labeled scenes): {won}.", ""]
     return "\n".join(lines)

@@ -207,5 +207,5 @@ def test_the_verdict_says_beats_only_where_intervals_separate():
                          "normals_mean_deg": np.nan, "normals_mean_deg_ci_lo": np.nan, "normals_mean_deg_ci_hi": np.nan})
     text = curve_verdict(pd.DataFrame(rows))
     assert "| 8 | 0.300 vs 0.220: **beats**" in text and "| 16 | 0.300 vs 0.300: **overlaps**" in text
-    assert "segmentation mIoU (canonical palette): 8;" in text
+    assert "segmentation mIoU (canonical palette): 8;" in text and "no finding" not in text
     assert "specialist" not in text.split("###")[-1].split(":")[0]     # only the pairs present are read out

@@ -174,13 +174,14 @@ def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name:
         for m in shown:
             mean, std, count = stats[(m, "mean")], stats[(m, "std")], stats[(m, "count")]
             cells = [f"{a:.4g} ± {s:.2g}" if c > 1 else f"{a:.4g}" for a, s, c in zip(mean, std.fillna(0), count)]
+            answered = list(count > 0)          # a point that did not answer this metric (NaN) shows a dash
             if f"{m}_ci_lo" in done.columns:     # the bootstrap interval over images (mean of the seeds' bounds)
                 cells = [f"{c} [{lo:.3g}, {hi:.3g}]" for c, lo, hi in
                          zip(cells, stats[(f"{m}_ci_lo", "mean")], stats[(f"{m}_ci_hi", "mean")])]
             if f"{m}_above_floor" in done.columns:   # at floor unless every seed is above the best floor
                 cells = [c if above == 1 else f"{c} (at floor)" for c, above in
                          zip(cells, stats[(f"{m}_above_floor", "min")])]
-            table[m] = cells
+            table[m] = [c if ok else "—" for c, ok in zip(cells, answered)]
         table["n"] = stats[(shown[0], "count")].astype(int)
         table = table.reset_index()
         if not group:

@@ -93,15 +93,39 @@ def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: s
             shutil.copy2(output_dir / f"run-{task}" / "metrics.json", out / task / "training_metrics.json")
     (out / "test_metrics.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / "val_metrics.json").write_text(json.dumps(dict(val_record), indent=1) + "\n")
-    (out / "README.md").write_text(_study_card(out.name, arm, record, val_record, train_config, command, machine))
+    specialist = None if arm == "generalist-best" else \
+        json.loads((output_dir / "run-segmentation" / "config.json").read_text())["specialist"]
+    (out / "README.md").write_text(_study_card(out.name, arm, record, val_record, train_config, command, machine,
+                                               specialist))
     return out
 
 
-def _study_card(name: str, arm: str, test: Mapping, val: Mapping, train: Mapping, command: str, machine: str) -> str:
+def _study_card(name: str, arm: str, test: Mapping, val: Mapping, train: Mapping, command: str, machine: str,
+                specialist: Mapping | None = None) -> str:
     use = (f"```bash\nbanana evaluate data/generators/{name} --split test --steps 1\n```\n\n"
            "or `banana.training.load_run(\"data/generators/" + name + "\")` in Python.") if arm == "generalist-best" else (
         "`banana.baselines.Specialist.from_pretrained(\"data/generators/" + name + "/<task>\")` for task in "
         "segmentation, depth, normals.")
+    if specialist is None:
+        rows = (f"base | `{repo_relative_name(train.get('base_model'))}` (generation pretraining only) |\n"
+                f"| training | {train['max_steps']} steps x batch {train['batch_size']}, mixing ratio "
+                f"{train['mixing_ratio']}, {test['vision_images_seen']:,} vision images seen "
+                f"({test['images_seen']:,} images in all) |\n"
+                f"| recipe | tuning `{train['tuning']}`, vision timesteps `{train['vision_timesteps']}`, condition init "
+                f"`{train['condition_init']}`, lr {train['learning_rate']}, EMA {train['ema_decay']}, random palette "
+                f"{train['random_palette_prob']}")
+        if "denoising_loss_increase_pct" in test:
+            rows += (f" |\n| generation retention | held-out denoising loss {test['denoising_loss_increase_pct']:+.1f}% "
+                     f"[{test['denoising_loss_increase_pct_ci_lo']:+.1f}, {test['denoising_loss_increase_pct_ci_hi']:+.1f}] "
+                     f"against the base ({test['n_retention']} held-out scenes, paired)")
+    else:
+        init = specialist.get("init_from")
+        rows = (f"init | {'`' + repo_relative_name(init) + '` (its UNet)' if init else 'random'} |\n"
+                f"| training | one UNet + task head per task, on exactly the vision images of that task the "
+                f"`generalist-best` arm of {train['max_steps']} steps x {train['batch_size']} sees: "
+                f"{test['vision_images_seen']:,} images in all |\n"
+                f"| recipe | AdamW lr {specialist['learning_rate']}, EMA {specialist['ema_decay']}, batch "
+                f"{specialist['batch_size']}")
     return f"""# banana study model `{name}` ({ARMS[arm][1]})
 
 The `{arm}` arm of the learning curves (notebook 08, `banana.curves`) at the largest labeled pool of
@@ -112,9 +136,7 @@ chosen on val before the test split was scored.
 |---|---|
 | arm | {ARMS[arm][1]} |
 | data | banana world `{Path(train['world_dir']).name}` (seed 0); vision examples from the first {test['labeled_scenes']} train scenes |
-| base | `{repo_relative_name(train.get('base_model'))}` (generation pretraining only) |
-| training | {train['max_steps']} steps x batch {train['batch_size']}, mixing ratio {train['mixing_ratio']}, {test['vision_images_seen']:,} vision images seen ({test['images_seen']:,} images in all) |
-| recipe | tuning `{train['tuning']}`, vision timesteps `{train['vision_timesteps']}`, condition init `{train['condition_init']}`, lr {train['learning_rate']}, EMA {train['ema_decay']}, random palette {train['random_palette_prob']} |
+| {rows} |
 | seed | {train['seed']} |
 | wall time | {test['train_seconds'] / 60:.1f} min of training |
 | machine | {machine} |
@@ -141,6 +163,10 @@ chosen on val before the test split was scored.
 
 
 def repo_relative_name(path) -> str:
+    """A recorded path for the card: as recorded when already relative (to the repository), else
+    made repository-relative."""
     from banana.paths import repo_relative
 
-    return "none" if path is None else repo_relative(path)
+    if path is None:
+        return "none"
+    return str(path) if not Path(path).is_absolute() else repo_relative(path)

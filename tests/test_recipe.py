@@ -168,7 +168,7 @@ def test_per_task_normalisation_gives_every_kind_the_same_gradient_scale():
     grad, = torch.autograd.grad(combine_losses(per_example, kinds, "per-task"), scale)
     seg, depth = grad[:2].sum(), grad[2:].sum()                       # d/d log(scale) of each kind's term
     assert float(seg * 1.0) == pytest.approx(float(depth * 100.0), rel=1e-5)
-    assert float(combine_losses(per_example, kinds, "batch")) == pytest.approx(float(per_example.mean()))
+    assert float(combine_losses(per_example, kinds, "batch").detach()) == pytest.approx(float(per_example.detach().mean()))
     with pytest.raises(ValueError, match="loss_normalisation"):
         combine_losses(per_example, kinds, "median")
 

@@ -116,23 +116,12 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
     return path
 
 
-def _display_path(path: str | Path) -> str:
-    """``path`` relative to the repository when it is inside it (reports stay machine-independent)."""
-    from banana.paths import REPO_ROOT
-
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name: str | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``results_long.csv``, figures and ``summary.md`` for a grid folder
     into ``reports_dir`` (default ``reports/<grid name>``). Returns the written paths."""
     import pandas as pd
 
-    from banana.paths import REPO_ROOT
+    from banana.paths import REPO_ROOT, repo_relative
 
     frame, stored = collect(grid_dir)
     name = name or stored.get("name") or Path(grid_dir).name
@@ -216,8 +205,8 @@ def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name:
     if figure_paths:
         lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths] + [""]
     lines += [f"Reproduce: `banana grid notebooks/{stored['notebook']}.ipynb --grid grids/{name}.yaml "
-              f"--profile {stored['profile']} --out {_display_path(grid_dir)}` (finished points are skipped), then "
-              f"`banana aggregate {_display_path(grid_dir)}`.", ""]
+              f"--profile {stored['profile']} --out {repo_relative(grid_dir)}` (finished points are skipped), then "
+              f"`banana aggregate {repo_relative(grid_dir)}`.", ""]
     (out / "summary.md").write_text("\n".join(lines))
     written["summary"] = out / "summary.md"
     return written

@@ -87,14 +87,16 @@ def _normals(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _depth(pred: torch.Tensor, target: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    from banana.codecs.depth import inverse_metric_warp
+
     t_pred = soft_walk_parameter(((pred + 1) / 2).reshape(3, -1).T, vertices)
     t_true = soft_walk_parameter(((target + 1) / 2).reshape(3, -1).T, vertices).detach()
     valid = t_true < WALK_END
     if not bool(valid.any()):
         return pred.new_zeros(())
 
-    def log_depth(t):                                      # the metric warp's inverse, in log metres
-        return torch.log(10.0 * ((1.0 - t.clamp(0.0, WALK_END)).rsqrt() - 1.0) + 1e-3)
+    def log_depth(t):                                      # the codec's own inverse warp, in log metres
+        return torch.log(inverse_metric_warp(t.clamp(0.0, WALK_END)) + 1e-3).float()
 
     return (log_depth(t_pred) - log_depth(t_true))[valid].abs().mean()
 

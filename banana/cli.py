@@ -119,17 +119,18 @@ def _set_threads(threads: int | None) -> None:
 
 def _train_config(args: argparse.Namespace, stage: str):
     from banana.training import TrainConfig
+    from banana.training.recipe import RECIPES
 
     fields = {"stage": stage, "seed": args.seed, "max_steps": args.max_steps, "batch_size": args.batch_size,
-              "learning_rate": args.learning_rate, "checkpoint_every": args.checkpoint_every,
-              "profile": args.profile, "ema_decay": args.ema_decay, "precision": args.precision,
+              "checkpoint_every": args.checkpoint_every, "profile": args.profile, "precision": args.precision,
               "accelerator": args.accelerator, "devices": args.devices, "num_nodes": args.num_nodes,
               "strategy": args.strategy}
-    if stage == "tune":
-        fields.update(tuning=args.tuning, mixing_ratio=args.mixing_ratio, lora_rank=args.lora_rank,
-                      **{k: getattr(args, k) for k in ("condition_init", "vision_timesteps", "lora_preset") if getattr(args, k)})
+    if stage == "tune":             # the named recipe, then every lever given on the command line
+        fields.update(RECIPES[args.recipe], mixing_ratio=args.mixing_ratio, lora_rank=args.lora_rank)
+        levers = ("tuning", "learning_rate", "ema_decay", "condition_init", "vision_timesteps", "lora_preset")
+        fields.update({k: getattr(args, k) for k in levers if getattr(args, k) is not None})
     else:
-        fields.update(mixing_ratio=0.0, tuning="full")
+        fields.update(mixing_ratio=0.0, tuning="full", learning_rate=args.learning_rate, ema_decay=args.ema_decay)
     return TrainConfig(**fields)
 
 
@@ -154,16 +155,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from banana.training import train
-    from banana.training.run import is_global_zero
     from banana.paths import shipped_generator_dir
+    from banana.training.run import is_global_zero, train
 
     _set_threads(args.threads)
     config = _train_config(args, "tune")
     base = Path(args.base) if args.base else shipped_generator_dir(args.profile)
     if not base.is_dir():
         raise FileNotFoundError(f"base generator {base} does not exist: pass --base or run 'banana pretrain'")
-    run_dir = Path(args.run_dir or RUNS_DIR / tune_run_name(args.profile, args.tuning, args.mixing_ratio))
+    run_dir = Path(args.run_dir or RUNS_DIR / tune_run_name(args.profile, config.tuning, args.mixing_ratio, args.recipe))
     run = train(config, run_dir, generator=base, world_dir=args.world_dir or world_dir(args.profile),
                 progress=not args.no_progress)
 
@@ -303,15 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     preview.set_defaults(func=cmd_world_preview)
     _add_data_commands(commands)
 
-    def training_options(sub: argparse.ArgumentParser, steps: int, lr: float) -> None:
+    def training_options(sub: argparse.ArgumentParser, steps: int, lr: float | None, ema: float | None) -> None:
         sub.add_argument("--profile", choices=PROFILES, default="cpu",
                          help="generator preset and default world (data/world/<profile>)")
         sub.add_argument("--world-dir", dest="world_dir", default=None, help="built world to train on")
         sub.add_argument("--run-dir", dest="run_dir", default=None, help="run directory (resumed if it has a checkpoint)")
         sub.add_argument("--max-steps", dest="max_steps", type=int, default=steps, help=f"optimiser steps (default {steps})")
         sub.add_argument("--batch-size", dest="batch_size", type=int, default=16, help="images per step")
-        sub.add_argument("--learning-rate", dest="learning_rate", type=float, default=lr, help=f"AdamW lr (default {lr})")
-        sub.add_argument("--ema-decay", dest="ema_decay", type=float, default=0.999, help="EMA of weights; 0 disables")
+        sub.add_argument("--learning-rate", dest="learning_rate", type=float, default=lr, help=f"AdamW lr (default {lr or 'recipe'})")
+        sub.add_argument("--ema-decay", dest="ema_decay", type=float, default=ema, help=f"weight EMA, 0: off (default {ema or 'recipe'})")
         sub.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=200, help="steps between checkpoints")
         sub.add_argument("--seed", type=int, default=0, help="fixes init, data order, mixing and noise")
         sub.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain = commands.add_parser("pretrain", help="pretrain a base generator on world images and descriptions",
                                    description="Text -> image pretraining of a fresh generator from a preset "
                                                "(our stand-in for the paper's pretrained generator).")
-    training_options(pretrain, steps=2000, lr=1e-3)
+    training_options(pretrain, steps=2000, lr=1e-3, ema=0.999)
     pretrain.add_argument("--publish", default=None,
                           help="copy the result and a model card here (e.g. data/generators/base-cpu)")
     pretrain.add_argument("--machine", default="unspecified", help="hardware description written into the model card")
@@ -336,12 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser("tune", help="instruction-tune a base generator on generation + vision data",
                                description="Mix vision-task examples (segmentation, depth, normals as RGB) into the "
                                            "generation data at --mixing-ratio and tune with LoRA or fully.")
-    training_options(tune, steps=1000, lr=1e-3)
-    tune.add_argument("--base", default=None,
-                      help="base generator dir (default: data/generators/base-<profile>), or a local Stable-Diffusion-"
-                           "family checkpoint dir (model_index.json, unet/, vae/, ...): tuned in latent space at the "
-                           "world's resolution (banana.models.latent)")
-    tune.add_argument("--tuning", choices=("lora", "full"), default="lora", help="LoRA adapters or full tuning")
+    training_options(tune, steps=1000, lr=None, ema=None)
+    tune.add_argument("--base", default=None, help="base generator dir (default: data/generators/base-<profile>), or a "
+                      "local Stable-Diffusion checkpoint dir: tuned in latent space (banana.models.latent)")
+    tune.add_argument("--recipe", choices=("best", "paper"), default="best",
+                      help="best: chosen on val (full, t = T-1, zeroed condition channels); paper: LoRA, uniform t")
+    tune.add_argument("--tuning", choices=("lora", "full"), default=None, help="LoRA or full (default: the recipe's)")
     tune.add_argument("--mixing-ratio", dest="mixing_ratio", type=float, default=0.5,
                       help="fraction of each batch drawn from vision-task examples")
     tune.add_argument("--lora-rank", dest="lora_rank", type=int, default=8, help="LoRA rank")

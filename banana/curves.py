@@ -40,15 +40,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["ARMS", "BEST_RECIPE", "CURVE_METRICS", "SHIPPED_ARMS", "parse_overrides", "arm_config", "run_curve_point",
-           "plot_learning_curves", "curve_verdict", "interval_outcome"]
+from banana.training.recipe import BEST_RECIPE
 
-#: The recipe chosen on the val probes of issue 12 (48 val images, 1-step decoding, 6,400 vision
-#: images): terminal timesteps lifted val mIoU from 0.220 to 0.357 and normals from 27.1 to 21.8 deg;
-#: LoRA on attention + convolutions scored 0.345 (within noise, below); 90% random palettes
-#: learned no segmentation at all, so the canonical palette is used for every prompt.
-BEST_RECIPE: dict[str, Any] = {"tuning": "full", "vision_timesteps": "terminal", "condition_init": "zeros",
-                               "learning_rate": 3e-4, "random_palette_prob": 0.0, "ema_decay": 0.0}
+__all__ = ["ARMS", "BEST_RECIPE", "CURVE_METRICS", "parse_overrides", "arm_config", "run_curve_point",
+           "plot_learning_curves", "curve_verdict", "interval_outcome"]
 
 #: arm -> (kind, description); kind is "generalist", "control" or "specialist".
 ARMS: dict[str, tuple[str, str]] = {
@@ -108,10 +103,8 @@ def arm_config(arm: str, labeled_scenes: int, *, profile: str, max_steps: int, b
 
     if arm not in ARMS:
         raise ValueError(f"unknown arm {arm!r}; choose from {sorted(ARMS)}")
-    if arm == "generalist-paper":
-        config = tuning_config(profile, "lora", 0.5, seed, max_steps=max_steps)
-    else:
-        config = dataclasses.replace(tuning_config(profile, "full", 0.5, seed, max_steps=max_steps), **BEST_RECIPE)
+    recipe = "paper" if arm == "generalist-paper" else "best"
+    config = tuning_config(profile, mixing_ratio=0.5, seed=seed, max_steps=max_steps, recipe=recipe)
     return dataclasses.replace(config, labeled_scenes=int(labeled_scenes), batch_size=batch_size,
                                **parse_overrides(overrides))
 

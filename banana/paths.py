@@ -10,7 +10,7 @@ from pathlib import Path
 
 __all__ = ["REPO_ROOT", "NOTEBOOK_DIR", "GRID_DIR", "RUNS_DIR", "REPORTS_DIR", "WORLD_DIR", "GENERATORS_DIR",
            "PROFILES", "notebook_path", "check_profile", "world_dir", "shipped_generator_dir",
-           "pretrain_run_name", "tune_run_name", "repo_relative", "resolve_recorded"]
+           "STUDY_MODELS", "study_model_dir", "pretrain_run_name", "tune_run_name", "repo_relative", "resolve_recorded"]
 
 #: The checkout (an editable install's repository; the folder above the package).
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -55,14 +55,30 @@ def shipped_generator_dir(profile: str) -> Path:
     return GENERATORS_DIR / f"base-{profile}"
 
 
+#: The study models ``banana.study_models`` ships for a profile: name -> what it is.
+STUDY_MODELS: dict[str, str] = {"generalist": "the best-recipe generalist (a run folder)",
+                                "control": "the no-pretraining control (a run folder)",
+                                "specialists": "one random-init specialist per task",
+                                "specialists-pretrained": "one specialist per task from the base's UNet"}
+
+
+def study_model_dir(name: str, profile: str) -> Path:
+    """Where the shipped study model ``name`` (:data:`STUDY_MODELS`) of ``profile`` lives:
+    ``data/generators/NAME-PROFILE`` (it may be absent)."""
+    if name not in STUDY_MODELS:
+        raise ValueError(f"unknown study model {name!r}; choose from {sorted(STUDY_MODELS)}")
+    return GENERATORS_DIR / f"{name}-{profile}"
+
+
 def pretrain_run_name(profile: str) -> str:
     """The folder name (under :data:`RUNS_DIR`) of a profile's pretraining run."""
     return f"pretrain-{profile}"
 
 
-def tune_run_name(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> str:
-    """The folder name (under :data:`RUNS_DIR`) of an instruction-tuning run."""
-    return f"tune-{profile}-{tuning}-r{mixing_ratio}"
+def tune_run_name(profile: str, tuning: str = "full", mixing_ratio: float = 0.5, recipe: str = "best") -> str:
+    """The folder name (under :data:`RUNS_DIR`) of an instruction-tuning run
+    (``recipe``: :data:`banana.training.recipe.RECIPES`)."""
+    return f"tune-{profile}-{recipe}-{tuning}-r{mixing_ratio}"
 
 
 def repo_relative(path) -> str:

@@ -40,14 +40,14 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"max_steps": 20000, "batch_size": 64},
     },
     "05_evaluate": {
-        "smoke": {"n_eval": 8, "sampling_steps": 2, "n_retention": 4},
-        "cpu": {"n_eval": 48, "sampling_steps": 10, "n_retention": 16},
-        "gpu": {"n_eval": 500, "sampling_steps": 10, "n_retention": 256},
+        "smoke": {"n_eval": 8, "sampling_steps": 1, "n_retention": 4, "generation_steps": 2},
+        "cpu": {"n_eval": 48, "sampling_steps": 1, "n_retention": 16, "generation_steps": 10},
+        "gpu": {"n_eval": 500, "sampling_steps": 1, "n_retention": 256, "generation_steps": 25},
     },
     "06_ablate_mixing_ratio": {
-        "smoke": {"max_steps": 4, "n_eval": 4, "n_retention": 4, "sampling_steps": 2},
-        "cpu": {"max_steps": 32, "n_eval": 16, "n_retention": 16, "sampling_steps": 10},
-        "gpu": {"max_steps": 4000, "n_eval": 200, "n_retention": 128, "sampling_steps": 10},
+        "smoke": {"max_steps": 4, "n_eval": 4, "n_retention": 4, "sampling_steps": 1},
+        "cpu": {"max_steps": 32, "n_eval": 16, "n_retention": 16, "sampling_steps": 1},
+        "gpu": {"max_steps": 4000, "n_eval": 200, "n_retention": 128, "sampling_steps": 1},
     },
     "07_ablate_decoding": {
         "smoke": {"n_eval": 4},
@@ -60,9 +60,9 @@ NOTEBOOK_SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": {"max_steps": 4000, "batch_size": 64, "n_eval": 1000},
     },
     "04_instruction_tune": {
-        "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 2},
-        "cpu": {"max_steps": 150, "batch_size": 16, "n_eval": 32, "sampling_steps": 10},
-        "gpu": {"max_steps": 10000, "batch_size": 64, "n_eval": 500, "sampling_steps": 10},
+        "smoke": {"max_steps": 10, "batch_size": 16, "n_eval": 8, "sampling_steps": 1},
+        "cpu": {"max_steps": 150, "batch_size": 16, "n_eval": 32, "sampling_steps": 1},
+        "gpu": {"max_steps": 10000, "batch_size": 64, "n_eval": 500, "sampling_steps": 1},
     },
 }
 
@@ -96,23 +96,31 @@ def base_generator_dir(profile: str) -> Path:
     return shipped if shipped.is_dir() else RUNS_DIR / pretrain_run_name(profile) / "model"
 
 
-def tuned_run_dir(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5) -> Path:
-    """Notebook 04's default run directory (``runs/tune-PROFILE-TUNING-rRATIO``)."""
+def tuned_run_dir(profile: str, tuning: str = "full", mixing_ratio: float = 0.5, recipe: str = "best") -> Path:
+    """Notebook 04's default run directory (``runs/tune-PROFILE-RECIPE-TUNING-rRATIO``)."""
     from banana.paths import RUNS_DIR, tune_run_name
 
-    return RUNS_DIR / tune_run_name(profile, tuning, mixing_ratio)
+    return RUNS_DIR / tune_run_name(profile, tuning, mixing_ratio, recipe)
 
 
-def tuning_config(profile: str, tuning: str = "lora", mixing_ratio: float = 0.5, seed: int = 0,
-                  learning_rate: float = 1e-3, max_steps: int | None = None):
+def tuning_config(profile: str, tuning: str | None = None, mixing_ratio: float = 0.5, seed: int = 0,
+                  learning_rate: float | None = None, max_steps: int | None = None, recipe: str = "best"):
     """The instruction-tuning :class:`~banana.training.TrainConfig` of notebook 04 (and of every
-    later notebook that needs the same tuned model, so they agree on what "the" run is)."""
-    from banana.training import TrainConfig
+    later notebook that needs the same tuned model, so they agree on what "the" run is).
 
+    ``recipe`` names the levers (:data:`banana.training.recipe.RECIPES`: ``"best"``, chosen on val,
+    or ``"paper"``); ``tuning`` and ``learning_rate`` override the recipe's when given."""
+    from banana.training import TrainConfig
+    from banana.training.recipe import RECIPES
+
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
+    chosen = dict(RECIPES[recipe])
+    chosen.update({k: v for k, v in (("tuning", tuning), ("learning_rate", learning_rate)) if v is not None})
     settings = notebook_settings("04_instruction_tune", profile, max_steps=max_steps)
-    return TrainConfig(stage="tune", tuning=tuning, mixing_ratio=mixing_ratio, profile=profile, seed=seed,
-                       max_steps=settings.max_steps, batch_size=settings.batch_size, learning_rate=learning_rate,
-                       checkpoint_every=max(1, settings.max_steps // 5))
+    return TrainConfig(stage="tune", mixing_ratio=mixing_ratio, profile=profile, seed=seed,
+                       max_steps=settings.max_steps, batch_size=settings.batch_size,
+                       checkpoint_every=max(1, settings.max_steps // 5), **chosen)
 
 
 #: The default folders of the parameters cells (``../runs/...``, ``../data/world/PROFILE``):
@@ -137,18 +145,18 @@ NOTEBOOK_SETUP: dict[str, dict[str, Any]] = {
     "02_synthetic_world": {"world": "path", "reports": ("figures", "tables")},
     "03_pretrain_generator": {"world": "build", "runs": {"run_dir": "pretrain-{profile}"}, "reports": ("figures",)},
     "04_instruction_tune": {"world": "build+load", "base": "required", "reports": ("figures", "tables"),
-                            "runs": {"run_dir": "tune-{profile}-{tuning}-r{mixing_ratio}"}},
+                            "runs": {"run_dir": "tune-{profile}-{recipe}-{tuning}-r{mixing_ratio}"}},
     "05_evaluate": {"world": "load", "base": "optional", "reports": ("figures", "tables"),
-                    "runs": {"tune_run_dir": "tune-{profile}-{tuning}-r{mixing_ratio}",
-                             "baseline_dir": "baselines-{profile}-{tuning}-r{mixing_ratio}"}},
+                    "runs": {"tune_run_dir": "tune-{profile}-{recipe}-{tuning}-r{mixing_ratio}",
+                             "baseline_dir": "baselines-{profile}-{recipe}-{tuning}-r{mixing_ratio}"}},
     "06_ablate_mixing_ratio": {"world": "build", "base": "optional", "output": True},
     "07_ablate_decoding": {"world": "build", "base": "optional", "output": True},
     "08_learning_curves": {"world": "build", "base": "required", "output": True},
 }
 
 
-def notebook_setup(notebook: str, profile: str, *, world_seed: int = 0, tuning: str = "lora",
-                   mixing_ratio: float = 0.5, world_dir: str | Path | None = None, base_dir: str | Path | None = None,
+def notebook_setup(notebook: str, profile: str, *, world_seed: int = 0, tuning: str = "full",
+                   mixing_ratio: float = 0.5, recipe: str = "best", world_dir: str | Path | None = None, base_dir: str | Path | None = None,
                    reports_dir: str | Path = "../reports", output_dir: str | Path | None = None,
                    **parameters: Any) -> SimpleNamespace:
     """A notebook's setup cell: settings, folders and world, as :data:`NOTEBOOK_SETUP` says.
@@ -163,28 +171,29 @@ def notebook_setup(notebook: str, profile: str, *, world_seed: int = 0, tuning: 
 
     if notebook not in NOTEBOOK_SETUP:
         raise ValueError(f"no setup for notebook {notebook!r}; known: {sorted(NOTEBOOK_SETUP)}")
-    recipe = NOTEBOOK_SETUP[notebook]
-    runs = {name: parameters.pop(name, None) for name in recipe.get("runs", {})}
+    plan = NOTEBOOK_SETUP[notebook]
+    runs = {name: parameters.pop(name, None) for name in plan.get("runs", {})}
     settings = notebook_settings(notebook, profile, **parameters)
     out = SimpleNamespace(settings=settings, world_config=dataclasses.replace(settings.world, seed=world_seed))
-    if recipe.get("output"):
+    if plan.get("output"):
         if output_dir is None:
             raise ValueError(f"{notebook} is a grid point: it needs an output_dir")
         out.output_dir = Path(output_dir)
         out.output_dir.mkdir(parents=True, exist_ok=True)
-    world = recipe.get("world")
+    world = plan.get("world")
     if world is not None:
         out.world_dir = Path(world_dir) if world_dir is not None else NOTEBOOK_WORLD_DIR / profile
-    for name, default in recipe.get("runs", {}).items():
+    for name, default in plan.get("runs", {}).items():
         given = runs[name]
         setattr(out, name, Path(given) if given is not None else
-                NOTEBOOK_RUNS_DIR / default.format(profile=profile, tuning=tuning, mixing_ratio=mixing_ratio))
-    if recipe.get("base") is not None:
+                NOTEBOOK_RUNS_DIR / default.format(profile=profile, recipe=recipe, tuning=tuning,
+                                                   mixing_ratio=mixing_ratio))
+    if plan.get("base") is not None:
         out.base_dir = Path(base_dir) if base_dir is not None else base_generator_dir(profile)
-        if recipe["base"] == "required" and not out.base_dir.is_dir():
+        if plan["base"] == "required" and not out.base_dir.is_dir():
             raise FileNotFoundError(f"no base generator at {out.base_dir}: run notebook 03 with profile={profile!r} "
                                     "first")
-    for folder in recipe.get("reports", ()):
+    for folder in plan.get("reports", ()):
         setattr(out, folder, Path(reports_dir) / folder)
         getattr(out, folder).mkdir(parents=True, exist_ok=True)
     if world in ("build", "build+load"):
@@ -196,14 +205,24 @@ def notebook_setup(notebook: str, profile: str, *, world_seed: int = 0, tuning: 
 
 def decoding_run(profile: str, depth_codec: str = "metric", world_seed: int = 0,
                  runs_dir: str | Path | None = None):
-    """``(TrainConfig, run folder)`` of the tuned run notebook 07 decodes: notebook 04's (LoRA,
-    mixing ratio 0.5, :func:`tuned_run_dir`, or that name under ``runs_dir``), or for another
-    ``depth_codec`` the same recipe with those depth targets in a run of its own (``...-CODEC``)."""
-    config = tuning_config(profile, "lora", 0.5, world_seed)
+    """``(TrainConfig, run folder, shipped)`` of the tuned run notebook 07 decodes.
+
+    The shipped study generalist (``data/generators/generalist-PROFILE``) when it was tuned with
+    notebook 04's recipe (:func:`banana.training.publish.shipped_study_run`; ``shipped`` is then
+    True and nothing is trained), else notebook 04's run (:func:`tuned_run_dir`, or that name under
+    ``runs_dir``). For another ``depth_codec``: that model's exact config with those depth targets,
+    in a run of its own (``<name>-CODEC``), so the codecs are compared at the same training."""
+    from banana.training.publish import shipped_study_run
+    from banana.training.run import read_config
+
+    config = tuning_config(profile, mixing_ratio=0.5, seed=world_seed)
     run_dir = tuned_run_dir(profile)
+    study = shipped_study_run(profile, config)
+    if study is not None:
+        config, run_dir = read_config(study)[0], run_dir.with_name(study.name)
     if runs_dir is not None:
         run_dir = Path(runs_dir) / run_dir.name
-    if depth_codec != "metric":
-        config = dataclasses.replace(config, depth_codec=depth_codec)
-        run_dir = run_dir.with_name(f"{run_dir.name}-{depth_codec}")
-    return config, run_dir
+    if depth_codec == "metric":
+        return (config, study, True) if study is not None else (config, run_dir, False)
+    config = dataclasses.replace(config, depth_codec=depth_codec)
+    return config, run_dir.with_name(f"{run_dir.name}-{depth_codec}"), False

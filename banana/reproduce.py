@@ -30,6 +30,13 @@ PIPELINE: tuple[str, ...] = (
 #: size) with :func:`banana.grid.run_grid` and aggregates it into ``reports/NAME/``.
 GRIDS: dict[str, str] = {"06_ablate_mixing_ratio": "mixing_ratio", "07_ablate_decoding": "decoding",
                          "08_learning_curves": "learning_curves"}
+#: Studies longer than ``reproduce`` may take on some profiles: notebook -> (profiles, the command
+#: that reruns it). There ``reproduce`` keeps the committed report (``reports/GRID/``, written by
+#: that command) and prints the command instead of running the grid (cpu: ~70 min on 2 cores).
+STUDIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "08_learning_curves": (("cpu", "gpu"), "banana grid notebooks/08_learning_curves.ipynb --grid "
+                                           "grids/learning_curves.yaml --profile {profile} --threads 2"),
+}
 #: Parallel grid points per profile: two 1-thread kernels use a 2-core CPU best; one GPU, one point.
 GRID_WORKERS = {"smoke": 2, "cpu": 2, "gpu": 1}
 
@@ -48,31 +55,41 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: Mappi
     notebook = Path(notebook)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    from banana.grid.runner import KERNEL_MPLBACKEND
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    pm.execute_notebook(
-        str(notebook), str(output), parameters=dict(parameters), kernel_name="python3",
-        cwd=str(notebook.parent), progress_bar=progress, execution_timeout=timeout_s,
-        request_save_on_cell_execute=True,
-    )
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = KERNEL_MPLBACKEND    # the kernel inherits it: figures inline in the executed copy
+    try:
+        pm.execute_notebook(
+            str(notebook), str(output), parameters=dict(parameters), kernel_name="python3",
+            cwd=str(notebook.parent), progress_bar=progress, execution_timeout=timeout_s,
+            request_save_on_cell_execute=True,
+        )
+    finally:
+        if backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = backend
     return output
 
 
 def _workspace_parameters(name: str, profile: str, runs_dir: Path, world_dir: Path) -> dict[str, Any]:
     """Paths for notebook ``name`` when the run does not use the repository's ``runs/`` and
     ``data/world/`` (tests run the whole pipeline in a temporary folder this way)."""
+    from banana.paths import tune_run_name
     from banana.training.publish import shipped_generator_dir
 
     shipped = Path(shipped_generator_dir(profile))
     base = shipped if shipped.is_dir() else runs_dir / f"pretrain-{profile}" / "model"
-    tuned = runs_dir / f"tune-{profile}-lora-r0.5"
+    tuned = runs_dir / tune_run_name(profile)
     return {
         "02_synthetic_world": {"world_dir": str(world_dir)},
         "03_pretrain_generator": {"world_dir": str(world_dir), "run_dir": str(runs_dir / f"pretrain-{profile}")},
         "04_instruction_tune": {"world_dir": str(world_dir), "base_dir": str(base), "run_dir": str(tuned)},
         "05_evaluate": {"world_dir": str(world_dir), "base_dir": str(base), "tune_run_dir": str(tuned),
-                        "baseline_dir": str(runs_dir / f"baselines-{profile}-lora-r0.5")},
+                        "baseline_dir": str(runs_dir / tuned.name.replace("tune-", "baselines-", 1))},
         "06_ablate_mixing_ratio": {"world_dir": str(world_dir), "base_dir": str(base)},
         "07_ablate_decoding": {"world_dir": str(world_dir), "base_dir": str(base), "runs_dir": str(runs_dir)},
         "08_learning_curves": {"world_dir": str(world_dir), "base_dir": str(base)},
@@ -151,6 +168,10 @@ def reproduce(profile: str = "cpu", seed: int = 0, reports_dir: str | Path | Non
         paths = _workspace_parameters(name, profile, runs_path, world_path) if workspace else {}
         start = time.perf_counter()
         print(f"[banana reproduce] {name} (profile={profile}, seed={seed})", flush=True)
+        if name in STUDIES and profile in STUDIES[name][0]:
+            print(f"[banana reproduce] {name} is a study: reports/{GRIDS[name]}/ is kept as committed; rerun it with "
+                  f"`{STUDIES[name][1].format(profile=profile)}`", flush=True)
+            continue
         if name in GRIDS:
             run_ablation(name, profile, seed, reports_dir, runs_path, parameters=paths, progress=progress)
         else:
@@ -242,7 +263,7 @@ def findings(reports_dir: str | Path, profile: str) -> list[str]:
                          f"{fastest.seconds_per_image:.3f} s/image. See [decoding/summary.md](decoding/summary.md).")
             if "palette" in d.columns and {"canonical", "random"} <= set(d["palette"]):
                 pal = d.copy()
-                for axis, value in (("scheduler", "ddim"), ("sampling_steps", 10), ("ensemble_size", 1),
+                for axis, value in (("scheduler", "ddim"), ("sampling_steps", 1), ("ensemble_size", 1),
                                     ("depth_codec", "metric")):
                     if axis in pal.columns:
                         pal = pal[pal[axis] == value]
@@ -251,6 +272,11 @@ def findings(reports_dir: str | Path, profile: str) -> list[str]:
                     lines.append(f"- **Reading the palette from the prompt** (paper: any palette given in the prompt). "
                                  f"mIoU with the canonical palette {pal['canonical']} vs a random one "
                                  f"{pal['random']}.")
+    curves = reports_dir / "learning_curves" / "verdict.md"
+    if curves.is_file():
+        lines.append("- **Learning curves** (the thesis at our scale: where, if anywhere, does generative pretraining "
+                     "pay?): [learning_curves/verdict.md](learning_curves/verdict.md), from the study grid "
+                     f"`{STUDIES['08_learning_curves'][1].format(profile=profile)}`.")
     return lines
 
 

@@ -19,7 +19,13 @@ from banana.curves import ARMS
 __all__ = ["SHIPPED_ARMS", "publish_point", "study_command"]
 
 #: The arms whose trained models a study grid ships (``publish_dir``), and the folder name of each.
-SHIPPED_ARMS: dict[str, str] = {"generalist-best": "generalist-{profile}", "specialist-random": "specialists-{profile}"}
+SHIPPED_ARMS: dict[str, str] = {"generalist-best": "generalist", "control": "control",
+                                "specialist-random": "specialists", "specialist-pretrained": "specialists-pretrained"}
+
+
+def _is_run_folder(arm: str) -> bool:
+    """Generalists and the control are shipped as run folders; specialist arms as one folder per task."""
+    return ARMS[arm][0] in ("generalist", "control")
 
 _CARD_METRICS = (("segmentation_miou", "segmentation mIoU, canonical palette"),
                  ("segmentation_miou_unseen", "segmentation mIoU, unseen palette"),
@@ -72,20 +78,21 @@ def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: s
     arm = record["arm"]
     if arm not in SHIPPED_ARMS:
         return None
-    config = json.loads((output_dir / "matched-generalist" / "config.json").read_text()) if arm != "generalist-best" \
-        else json.loads((output_dir / "run" / "config.json").read_text())
+    config = json.loads((output_dir / ("run" if _is_run_folder(arm) else "matched-generalist") / "config.json").read_text())
     train_config = config["train"]
-    out = Path(publish_dir) / SHIPPED_ARMS[arm].format(profile=Path(train_config["world_dir"]).name)
+    out = Path(publish_dir) / f"{SHIPPED_ARMS[arm]}-{Path(train_config['world_dir']).name}"   # study_model_dir's name
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    if arm == "generalist-best":
+    if _is_run_folder(arm):
         run = output_dir / "run"
         shutil.copytree(run / "model", out / "model")
         for name in ("run_info.json", "metrics.json", "loss_curve.png"):
             shutil.copy2(run / name, out / (name if name.endswith(".png") else f"training_{name}"))
+        if (run / "control.json").is_file():
+            shutil.copy2(run / "control.json", out / "control.json")
         train_config.update(world_dir=repo_relative(train_config["world_dir"]),
-                            base_model=repo_relative(train_config["base_model"]))
+                            base_model=train_config["base_model"] and repo_relative(train_config["base_model"]))
         (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     else:
         for task in ("segmentation", "depth", "normals"):
@@ -93,7 +100,7 @@ def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: s
             shutil.copy2(output_dir / f"run-{task}" / "metrics.json", out / task / "training_metrics.json")
     (out / "test_metrics.json").write_text(json.dumps(record, indent=1) + "\n")
     (out / "val_metrics.json").write_text(json.dumps(dict(val_record), indent=1) + "\n")
-    specialist = None if arm == "generalist-best" else \
+    specialist = None if _is_run_folder(arm) else \
         json.loads((output_dir / "run-segmentation" / "config.json").read_text())["specialist"]
     (out / "README.md").write_text(_study_card(out.name, arm, record, val_record, train_config, command, machine,
                                                specialist))
@@ -103,11 +110,13 @@ def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: s
 def _study_card(name: str, arm: str, test: Mapping, val: Mapping, train: Mapping, command: str, machine: str,
                 specialist: Mapping | None = None) -> str:
     use = (f"```bash\nbanana evaluate data/generators/{name} --split test --steps 1\n```\n\n"
-           "or `banana.training.load_run(\"data/generators/" + name + "\")` in Python.") if arm == "generalist-best" else (
+           "or `banana.training.load_run(\"data/generators/" + name + "\")` in Python.") if _is_run_folder(arm) else (
         "`banana.baselines.Specialist.from_pretrained(\"data/generators/" + name + "/<task>\")` for task in "
         "segmentation, depth, normals.")
     if specialist is None:
-        rows = (f"base | `{repo_relative_name(train.get('base_model'))}` (generation pretraining only) |\n"
+        base = ("a random init, no generative pretraining (`banana.baselines.train_control`)" if arm == "control"
+                else f"`{repo_relative_name(train.get('base_model'))}` (generation pretraining only)")
+        rows = (f"base | {base} |\n"
                 f"| training | {train['max_steps']} steps x batch {train['batch_size']}, mixing ratio "
                 f"{train['mixing_ratio']}, {test['vision_images_seen']:,} vision images seen "
                 f"({test['images_seen']:,} images in all) |\n"

@@ -126,6 +126,35 @@ def test_a_shipped_generalist_is_evaluated_by_the_cli_from_its_folder(base_dir, 
         publish_point(point, tmp_path / "again", command="c", machine="m")
 
 
+def test_notebook_05_loads_the_four_shipped_study_models_when_they_are_its_experiment(base_dir, world_dir, tmp_path,
+                                                                                    one_thread, monkeypatch):
+    from pathlib import Path
+
+    import banana.paths
+    import banana.training.publish
+    from banana.curves import arm_config, run_curve_point
+    from banana.evaluation.contest import shipped_contestants
+    from banana.study_models import publish_point
+
+    generators = tmp_path / "generators"
+    for arm in ("generalist-best", "control", "specialist-random", "specialist-pretrained"):
+        point = tmp_path / arm
+        run_curve_point(arm, 8, point, base_dir=base_dir, world_dir=world_dir, profile="smoke", max_steps=2,
+                        batch_size=4, n_eval=4, also_val=True)
+        shipped = publish_point(point, generators, command="c", machine="m")
+        assert shipped.name.endswith(f"-{Path(world_dir).name}") and (shipped / "README.md").is_file()
+    assert "no generative pretraining" in (generators / f"control-{Path(world_dir).name}" / "README.md").read_text()
+    where = lambda name, profile: generators / f"{name}-{Path(world_dir).name}"          # noqa: E731
+    monkeypatch.setattr(banana.paths, "study_model_dir", where)
+    monkeypatch.setattr(banana.training.publish, "study_model_dir", where)
+    config = arm_config("generalist-best", 8, profile="smoke", max_steps=2, batch_size=4)
+    study = shipped_contestants("smoke", config)
+    assert set(study.controls) == {"no-pretraining control"} and set(study.specialists) == set(study.pretrained_specialists)
+    assert study.generalist.unet.conv_in.weight.shape[1] == 6 and sum(study.images_seen.values()) == 4
+    assert shipped_contestants("smoke", arm_config("generalist-paper", 8, profile="smoke", max_steps=2,
+                                                   batch_size=4)) is None        # another recipe: train it
+
+
 def test_the_learning_curve_figure_has_a_panel_per_metric_bands_and_the_floor():
     from banana.curves import plot_learning_curves
 

@@ -63,8 +63,8 @@ def test_setup_defaults_resolve_as_the_setup_cells_did(in_notebooks):
                            n_eval=None, sampling_steps=3, n_retention=None, tune_run_dir=None, baseline_dir=None)
     assert (setup.settings.n_eval, setup.settings.sampling_steps, setup.settings.n_retention) == (8, 3, 4)
     assert setup.world_dir == Path("../data/world") / "smoke"
-    assert setup.tune_run_dir == Path("../runs") / "tune-smoke-lora-r0.5"
-    assert setup.baseline_dir == Path("../runs") / "baselines-smoke-lora-r0.5"
+    assert setup.tune_run_dir == Path("../runs") / "tune-smoke-best-lora-r0.5"
+    assert setup.baseline_dir == Path("../runs") / "baselines-smoke-best-lora-r0.5"
     assert setup.base_dir == base_generator_dir("smoke")
     assert setup.figures.is_dir() and setup.tables.is_dir() and setup.figures == root / "reports" / "figures"
     assert setup.world == "loaded" and calls == [("load", setup.world_dir)]
@@ -78,7 +78,7 @@ def test_setup_builds_then_loads_for_notebook_04_and_takes_given_paths(in_notebo
     setup = notebook_setup("04_instruction_tune", "smoke", world_seed=3, tuning="full", mixing_ratio=0.25,
                            world_dir=str(root / "w"), base_dir=str(root / "base"), run_dir=None,
                            reports_dir=str(root / "reports"), max_steps=7, n_eval=None, sampling_steps=None)
-    assert setup.run_dir == Path("../runs") / "tune-smoke-full-r0.25" and setup.base_dir == root / "base"
+    assert setup.run_dir == Path("../runs") / "tune-smoke-best-full-r0.25" and setup.base_dir == root / "base"
     assert setup.settings.max_steps == 7 and setup.world_config.seed == 3
     assert [c[0] for c in calls] == ["build", "load"] and calls[0][1] == root / "w" and calls[0][2].seed == 3
     with pytest.raises(FileNotFoundError, match="run notebook 03"):
@@ -102,11 +102,45 @@ def test_setup_of_a_grid_point_needs_and_creates_its_output_dir(in_notebooks):
 def test_decoding_run_is_notebook_04s_unless_another_depth_codec():
     from banana.profiles import decoding_run, tuned_run_dir, tuning_config
 
-    config, run_dir = decoding_run("smoke")
-    assert config == tuning_config("smoke", "lora", 0.5, 0) and run_dir == tuned_run_dir("smoke")
-    config, run_dir = decoding_run("smoke", "affine-gray", 2, runs_dir="/tmp/r")
-    assert config.depth_codec == "affine-gray" and config.seed == 2
+    config, run_dir, shipped = decoding_run("smoke")          # no smoke study model is shipped
+    assert config == tuning_config("smoke", mixing_ratio=0.5, seed=0) and run_dir == tuned_run_dir("smoke")
+    assert not shipped and config.vision_timesteps == "terminal" and config.tuning == "full"
+    config, run_dir, shipped = decoding_run("smoke", "affine-gray", 2, runs_dir="/tmp/r")
+    assert config.depth_codec == "affine-gray" and config.seed == 2 and not shipped
     assert run_dir == Path("/tmp/r") / f"{tuned_run_dir('smoke').name}-affine-gray"
+
+
+def test_tuning_config_takes_a_named_recipe_and_explicit_levers():
+    from banana.profiles import tuning_config
+    from banana.training.recipe import BEST_RECIPE
+
+    best = tuning_config("smoke")
+    assert all(getattr(best, k) == v for k, v in BEST_RECIPE.items())
+    paper = tuning_config("smoke", recipe="paper")
+    assert (paper.tuning, paper.learning_rate, paper.vision_timesteps, paper.random_palette_prob) == ("lora", 1e-3, "uniform", 0.5)
+    assert tuning_config("smoke", "lora", learning_rate=2e-4).tuning == "lora"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        tuning_config("smoke", recipe="magic")
+
+
+def test_a_shipped_study_run_stands_in_only_for_its_own_recipe(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+
+    import banana.training.publish as publish
+    from banana.profiles import tuning_config
+
+    config = tuning_config("cpu", mixing_ratio=0.5, seed=0)
+    folder = tmp_path / "generalist-cpu"
+    folder.mkdir()
+    shipped = dataclasses.replace(config, max_steps=600, labeled_scenes=2000, world_dir="data/world/cpu")
+    (folder / "config.json").write_text(json.dumps({"train": shipped.to_dict(), "generator": {}}))
+    monkeypatch.setattr(publish, "study_model_dir", lambda name, profile: tmp_path / f"{name}-{profile}")
+    assert publish.shipped_study_run("cpu", config) == folder          # longer, same recipe: it stands in
+    for other in ({"mixing_ratio": 0.05}, {"seed": 1}, {"tuning": "lora"}, {"labeled_scenes": 32},
+                  {"vision_timesteps": "uniform"}):
+        assert publish.shipped_study_run("cpu", dataclasses.replace(config, **other)) is None, other
+    assert publish.shipped_study_run("cpu", config, "control") is None      # nothing shipped there
 
 
 def test_ceiling_lookup_names_rows_the_codec_ceiling_writes():

@@ -86,13 +86,13 @@ def test_notebooks_execute_in_the_smoke_profile_and_write_their_reports(smoke_ru
     reports = root / "reports"
     for produced in ("tables/codec_ceiling.csv", "tables/codec_ceiling.md", "figures/depth_codec_walk.png",
                      "figures/world_train_samples.png", "tables/world_class_frequencies.csv",
-                     "figures/pretrain_samples_smoke.png", "figures/tune_predictions_smoke_lora_r0.5.png",
-                     "tables/tune_val_metrics_smoke_lora_r0.5.md", "tables/comparison_smoke.md",
+                     "figures/pretrain_samples_smoke.png", "figures/tune_predictions_smoke_best_full_r0.5.png",
+                     "tables/tune_val_metrics_smoke_best_full_r0.5.md", "tables/comparison_smoke.md",
                      "tables/retention_smoke.md", "tables/verdict_smoke.md"):
         assert (reports / produced).is_file(), produced
     assert (root / "world" / "world_config.json").is_file()
     assert (root / "runs" / "pretrain-smoke" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    val = json.loads((root / "runs" / "tune-smoke-lora-r0.5" / "val_metrics.json").read_text())
+    val = json.loads((root / "runs" / "tune-smoke-best-full-r0.5" / "val_metrics.json").read_text())
     assert set(val["metrics"]) == {"segmentation", "depth", "normals"} and val["n_eval"] == 8
     timings = json.loads((reports / "notebooks" / "timings.json").read_text())
     assert list(timings["seconds"]) == list(PIPELINE) and timings["config"]["profile"] == "smoke"

@@ -64,3 +64,16 @@ def test_provenance_records_seed_versions_and_sha(tmp_path):
     assert "git_sha" in info
     with pytest.raises(FileNotFoundError, match="not a banana run directory"):
         read_run_info(tmp_path / "missing")
+
+
+def test_banana_tune_builds_the_named_recipe_then_the_levers_given():
+    from banana.cli import _train_config, build_parser
+    from banana.training.recipe import BEST_RECIPE
+
+    parse = build_parser().parse_args
+    best = _train_config(parse(["tune", "--profile", "smoke"]), "tune")
+    assert all(getattr(best, k) == v for k, v in BEST_RECIPE.items())
+    paper = _train_config(parse(["tune", "--recipe", "paper", "--learning-rate", "5e-4"]), "tune")
+    assert (paper.tuning, paper.learning_rate, paper.vision_timesteps) == ("lora", 5e-4, "uniform")
+    pretrain = _train_config(parse(["pretrain"]), "pretrain")
+    assert (pretrain.learning_rate, pretrain.ema_decay, pretrain.condition_init) == (1e-3, 0.999, "keep")

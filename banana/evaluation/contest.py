@@ -2,7 +2,8 @@
 floors, and the codec ceiling.
 
 * :func:`train_contestants` trains (or reuses, or resumes) every contestant of notebook 05 and
-  loads them;
+  loads them; :func:`shipped_contestants` loads the shipped study models instead, when they are
+  that experiment (``data/generators/*-PROFILE``, :mod:`banana.study_models`);
 * :func:`evaluate_contestants` scores them all on the same images of each split;
 * :func:`comparison_figure` draws one panel per metric of :func:`~banana.evaluation.comparison.comparison_table`;
 * :func:`ceiling_values` looks up the codec ceiling (notebook 01's ``codec_ceiling.csv``) of each
@@ -84,6 +85,37 @@ def train_contestants(config, tune_run_dir: str | Path, baseline_dir: str | Path
                                 for task in TASKS},
         images_seen={task: json.loads((baseline_dir / f"specialist-{task}" / "metrics.json").read_text())["images_seen"]
                      for task in TASKS},
+    )
+
+
+def shipped_contestants(profile: str, config) -> SimpleNamespace | None:
+    """Notebook 05's contestants from the shipped study models of ``profile`` (generalist,
+    no-pretraining control, specialists from random init and from the base), in the namespace
+    :func:`train_contestants` returns; ``None`` unless all four are shipped and the generalist and
+    the control were trained with ``config``'s recipe (the specialists replay the generalist's
+    vision stream by construction). The study models train longer than a notebook's tuning run:
+    their cards say how long."""
+    import json
+
+    from banana.baselines import Specialist
+    from banana.paths import study_model_dir
+    from banana.tasks import TASKS
+    from banana.training import load_run
+    from banana.training.publish import shipped_study_run
+
+    generalist = shipped_study_run(profile, config, "generalist")
+    control = shipped_study_run(profile, config, "control")
+    specialists, pretrained = (study_model_dir(name, profile) for name in ("specialists", "specialists-pretrained"))
+    if None in (generalist, control) or not all((d / t).is_dir() for d in (specialists, pretrained) for t in TASKS):
+        return None
+    return SimpleNamespace(
+        generalist=load_run(generalist), controls={"no-pretraining control": load_run(control)},
+        specialists={task: Specialist.from_pretrained(specialists / task) for task in TASKS},
+        pretrained_specialists={task: Specialist.from_pretrained(pretrained / task) for task in TASKS},
+        images_seen={task: json.loads((specialists / task / "training_metrics.json").read_text())["images_seen"]
+                     for task in TASKS},
+        folders={"generalist": generalist, "control": control, "specialists": specialists,
+                 "specialists-pretrained": pretrained},
     )
 
 

@@ -22,6 +22,12 @@ _RUNNING: set = set()
 _INTERRUPTED: list = []
 
 
+#: The kernels' matplotlib backend: inline, so an executed notebook carries its figures
+#: (``MPLBACKEND=Agg``, which the Makefile and tests export for the parent processes, would make
+#: ipykernel skip its inline default and leave the executed copies without a single image).
+KERNEL_MPLBACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def _kill(process: subprocess.Popen) -> None:
     """Kill a papermill subprocess and its kernel (same process group)."""
     try:
@@ -54,7 +60,7 @@ def run_point(notebook: str | Path, point: Mapping[str, Any], point_dir: str | P
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env.setdefault("MPLBACKEND", "Agg")
+    env["MPLBACKEND"] = KERNEL_MPLBACKEND          # figures inline in the executed copy (Agg would drop them)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
         env["MKL_NUM_THREADS"] = str(threads)

@@ -12,10 +12,16 @@ import json
 import shutil
 from pathlib import Path
 
-from banana.paths import GENERATORS_DIR, shipped_generator_dir  # noqa: F401  (re-exported)
 from typing import Sequence
 
-SHIPPED_DIR = GENERATORS_DIR
+from banana.paths import GENERATORS_DIR, shipped_generator_dir, study_model_dir  # noqa: F401  (re-exported)
+
+#: TrainConfig fields that make a shipped study run "the run" a notebook asks for. Length
+#: (``max_steps``), logging and hardware may differ: a shipped study model trained longer.
+SAME_RUN_FIELDS = ("stage", "tuning", "mixing_ratio", "seed", "batch_size", "lora_rank", "lora_preset", "condition_init",
+                   "vision_timesteps", "loss_normalisation", "task_loss_weight", "learning_rate", "weight_decay",
+                   "ema_decay", "drop_text_prob", "drop_image_prob", "drop_both_prob", "random_palette_prob",
+                   "binary_prompt_prob", "absent_class_prob", "depth_codec", "profile")
 
 #: Prompts for the card's sample grid. The first four name combinations that occur in training;
 #: the last four name held-out (shape, colour) pairs that never occur in train/val/test.
@@ -126,3 +132,22 @@ Files: `generator_config.json`, `unet/` and `text_encoder/` (safetensors), `toke
 """
     (out_dir / "README.md").write_text(card)
     return out_dir
+
+
+def shipped_study_run(profile: str, config, name: str = "generalist") -> Path | None:
+    """The shipped study run ``data/generators/NAME-PROFILE`` (a run folder:
+    :func:`banana.training.load_run` loads it) when it was trained with ``config``'s recipe
+    (every :data:`SAME_RUN_FIELDS` equal, ``labeled_scenes`` all of the split), else ``None``:
+    then the caller trains the run itself."""
+    from banana.world import WORLD_PRESETS
+
+    folder = study_model_dir(name, profile)
+    if not (folder / "config.json").is_file():
+        return None
+    stored = json.loads((folder / "config.json").read_text())["train"]
+    wanted = config.to_dict()
+    same = all(stored.get(field) == wanted.get(field) for field in SAME_RUN_FIELDS)
+    every_scene = (None, WORLD_PRESETS[profile].n_train)          # labeled_scenes that mean "all of the split"
+    pools_match = (stored.get("labeled_scenes") == wanted.get("labeled_scenes")
+                   or (stored.get("labeled_scenes") in every_scene and wanted.get("labeled_scenes") in every_scene))
+    return folder if same and pools_match else None

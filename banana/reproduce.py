@@ -122,6 +122,8 @@ def run_ablation(name: str, profile: str = "cpu", seed: int = 0, reports_dir: st
     run_grid(notebook, spec, out_dir=grid_dir, profile=profile, progress=progress,
              workers=workers or GRID_WORKERS[profile])
     report_dir = reports_dir / grid_name
+    if report_dir.is_dir():          # a report of this run only: no figure or notebook of an older grid lingers
+        shutil.rmtree(report_dir)
     written = aggregate(grid_dir, report_dir, name=grid_name)
     executed = report_dir / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)

@@ -98,20 +98,26 @@ def show_predictions(images: np.ndarray, targets: Mapping[str, np.ndarray], pred
     return fig
 
 
-def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 4, size: float = 2.2):
-    """Generated images ``[B, 3, H, W]`` with their (wrapped) prompts as titles."""
+def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 4, size: float = 2.2,
+                     width: int = 34):
+    """Generated images ``[B, 3, H, W]`` with their whole prompts as titles, wrapped at ``width``
+    characters; each row is as tall as its longest prompt needs (a palette prompt is never cut)."""
     import textwrap
 
     import matplotlib.pyplot as plt
 
+    wrapped = [textwrap.fill(prompt, width) for prompt in prompts]
     rows = (len(images) + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows * 1.25), squeeze=False)
+    lines = [max(t.count("\n") + 1 for t in wrapped[r * columns:(r + 1) * columns]) for r in range(rows)]
+    heights = [size + 0.17 * n for n in lines]            # a 7-pt line and its spacing: about 0.17 inch
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, sum(heights)), squeeze=False,
+                             layout="constrained", gridspec_kw={"height_ratios": heights})
+    fig.get_layout_engine().set(h_pad=0.08)               # room above the top row's titles at any dpi
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, prompt in zip(axes.flat, images, prompts):
+    for ax, image, title in zip(axes.flat, images, wrapped):
         ax.imshow(to_hwc(np.asarray(image)), interpolation="nearest")
-        ax.set_title(textwrap.fill(prompt, 28), fontsize=7)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=7)
     return fig
 
 
@@ -130,4 +136,52 @@ def show_columns(images: np.ndarray, columns: Mapping[str, np.ndarray], size: fl
             if row == 0:
                 ax.set_title(titles[col], fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def draw_generator_architecture(config, ax=None):
+    """The pixel generator as a block diagram, drawn from its ``GeneratorConfig``: the noisy target
+    and the condition image concatenated into 6 input channels, the UNet's levels (width, and
+    whether they cross-attend to the instruction), the instruction encoder feeding every attention
+    level, and the 3-channel output (x0, the answer picture). Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(12.8, 5.4))
+    fig = ax.figure
+    ax.set_xlim(0, 16), ax.set_ylim(0, 7), ax.axis("off")
+
+    def box(x, y, w, h, text, color, size=10):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", facecolor=color, edgecolor="0.3"))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
+
+    def arrow(a, b, **kw):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=14, color="0.25", **kw))
+
+    r = config.resolution
+    box(0.2, 4.6, 2.4, 1.0, f"noisy target x_t\n3 × {r} × {r}", "#fde2b8")
+    box(0.2, 3.0, 2.4, 1.2, f"condition image\n3 × {r} × {r}\n(zeros for generation)", "#cfe8cf")
+    box(3.2, 3.6, 1.4, 1.5, "concat\n6 channels", "#eeeeee")
+    arrow((2.6, 5.1), (3.2, 4.6)), arrow((2.6, 3.6), (3.2, 4.1))
+    levels = list(enumerate(zip(config.block_out_channels, config.cross_attention_levels)))
+    path = [("down", *lv) for lv in levels] + [("up", *lv) for lv in levels[-2::-1]]   # the U, left to right
+    x, width = 5.0, 9.0 / len(path)
+    previous = (4.6, 4.35)
+    for direction, level, (channels, attends) in path:
+        y = 5.0 - 0.9 * level
+        label = f"{direction} {level}\n{channels} ch, {r // 2 ** level} px" + ("\n+ cross-attn" if attends else "")
+        box(x, y - 0.45, width * 0.92, 1.1, label, "#d7e3fc" if attends else "#e8eef9", size=9)
+        arrow(previous, (x, y + 0.1))
+        previous = (x + width * 0.92, y + 0.1)
+        if attends:                                # the instruction enters every attention level
+            arrow((x + width * 0.45, 1.6), (x + width * 0.45, y - 0.45), linestyle="--")
+        x += width
+    box(x + 0.2, 3.8, 1.7, 1.1, f"x0 (answer)\n3 × {r} × {r}", "#fde2b8")
+    arrow(previous, (x + 0.2, 4.35))
+    box(5.0, 0.4, 7.0, 1.2, f"instruction encoder: {config.text_layers}-layer transformer, width {config.text_dim}, "
+                            f"≤ {config.max_tokens} tokens\n(prompt: a description, or a task with its palette)",
+        "#f3d9f7")
+    ax.text(0.2, 6.5, f"banana generator (diffusers UNet2DConditionModel; prediction: {config.prediction_type}, "
+                      f"{config.num_train_timesteps} timesteps, {config.timestep_spacing} spacing)", fontsize=11)
     return fig

@@ -161,3 +161,22 @@ def test_ceiling_lookup_names_rows_the_codec_ceiling_writes():
     assert set(names) == set(CEILING_OF_HEADLINE)
     values = ceiling_values(ceiling, names)
     assert values[0] == pytest.approx(1.0) and len(values) == 4 and all(np.isfinite(values))
+
+
+def test_every_notebook_opens_with_links_to_its_neighbours_and_modules_that_resolve():
+    import re
+
+    from banana.paths import NOTEBOOK_DIR
+
+    notebooks = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    for i, path in enumerate(notebooks):
+        cells = json.loads(path.read_text())["cells"]
+        first = "".join(cells[0]["source"])
+        neighbours = [n.name for n in (notebooks[i - 1:i] + notebooks[i + 1:i + 2])]
+        assert all(f"]({name})" in first for name in neighbours), f"{path.name}: no link to {neighbours}"
+        assert "Library modules used here:" in first, path.name
+        for cell in cells:
+            if cell["cell_type"] != "markdown":
+                continue
+            for target in re.findall(r"\]\((?!https?://)([^)#\s]+)", "".join(cell["source"])):
+                assert (path.parent / target).exists(), f"{path.name}: broken link {target}"

@@ -122,6 +122,21 @@ def test_smoke_ablations_ran_every_grid_point_and_were_aggregated(smoke_run):
 
 
 @pytest.mark.notebook
+def test_every_executed_notebook_that_plots_carries_its_figures_inline(smoke_run):
+    """The kernels plot inline (``banana.grid.runner.KERNEL_MPLBACKEND``): a notebook that draws a
+    figure keeps it as an ``image/png`` output, so a report read on GitHub shows it."""
+    import re
+
+    _, executed = smoke_run
+    for name, path in executed.items():
+        code = [c for c in _cells(path) if c["cell_type"] == "code"]
+        plotting = [c for c in code if re.search(r"\bfig\b|plt\.|show_|plot_", "".join(c["source"]))]
+        images = [c for c in plotting if any("image/png" in o.get("data", {}) for o in c["outputs"])]
+        assert plotting, f"{name} draws no figure"
+        assert len(images) == len(plotting), f"{name}: {len(plotting) - len(images)} plotting cell(s) without image/png"
+
+
+@pytest.mark.notebook
 def test_smoke_codec_ceiling_is_lossless_for_segmentation_and_tight_for_depth(smoke_run):
     import pandas as pd
 

@@ -24,7 +24,7 @@ from banana.evaluation.scoring import label_arrays, lookup, task_statistics
 from banana.evaluation.uncertainty import ImageStatistic, bootstrap_interval, compare
 
 __all__ = ["HEADLINES", "POINT_METRICS", "Scoreboard", "comparison_table", "per_class_table", "verdict", "point_record",
-           "floor_results", "merge_results", "comparison_markdown"]
+           "point_reading", "floor_results", "merge_results", "comparison_markdown"]
 
 #: (task key in the results, statistic name (a path into the task's metrics), label, higher is better)
 HEADLINES: tuple[tuple[str, str, str, bool], ...] = (
@@ -197,6 +197,24 @@ def point_record(result: Mapping, split, floors: Mapping[str, Mapping]) -> dict[
             record[f"{key}_floor"] = best.value()
             record[f"{key}_above_floor"] = float(compare(ours, best, higher).outcome == "beats")
     return record
+
+
+def point_reading(record: Mapping[str, float]) -> str:
+    """A :func:`point_record` read out as Markdown, one line per metric: value, 95% interval, the
+    best floor on the same images and whether the model is above it. Notebooks print it as "what
+    this run found", so their words come from the run's numbers and cannot disagree with them."""
+    labels = {(task, name): label for task, name, label, _ in HEADLINES}
+    lines = []
+    for key, (task, name, higher) in POINT_METRICS.items():
+        if key not in record:
+            continue
+        text = (f"- {labels.get((task, name), key)} ({'higher' if higher else 'lower'} is better): "
+                f"{record[key]:.3f} [{record[f'{key}_ci_lo']:.3f}, {record[f'{key}_ci_hi']:.3f}]")
+        if f"{key}_floor" in record:
+            text += (f", **above** the best floor ({record[f'{key}_floor']:.3f})" if record.get(f"{key}_above_floor")
+                     else f", at or below the best floor ({record[f'{key}_floor']:.3f}): no finding")
+        lines.append(text)
+    return "\n".join(lines) + "\n"
 
 
 def floor_results(train_split, split, limit: int | None = None, tasks=None) -> dict[str, dict]:

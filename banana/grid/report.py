@@ -57,6 +57,19 @@ def _library_function(name: str, what: str):
     return getattr(importlib.import_module(module), attr)
 
 
+#: Readable names (with units, and for metrics which way is better) of the columns grid figures
+#: use as panel titles and axis labels; other columns show as they are named.
+LABELS: dict[str, str] = {
+    "segmentation_miou": "segmentation mIoU (↑)", "segmentation_miou_unseen": "mIoU, unseen palette (↑)",
+    "depth_delta1": "depth δ1, metric (↑)", "depth_abs_rel": "depth AbsRel, metric (↓)",
+    "depth_delta1_affine": "depth δ1, affine-aligned (↑)", "depth_abs_rel_affine": "depth AbsRel, affine-aligned (↓)",
+    "normals_mean_deg": "normals mean angle, deg (↓)", "sky_iou": "sky IoU (↑)",
+    "denoising_loss_increase_pct": "generation loss vs base, % (↓)", "seconds_per_image": "seconds per image (↓)",
+    "mixing_ratio": "vision fraction of the mix", "sampling_steps": "sampling steps", "ensemble_size": "ensemble size",
+    "labeled_scenes": "labeled scenes", "depth_codec": "depth codec", "palette": "segmentation palette",
+}
+
+
 def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Path | None:
     """One seaborn figure: a panel per metric, ``x`` against the metric, ``hue``/``style`` lines,
     mean and sd over the remaining axes (seeds)."""
@@ -98,22 +111,69 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
         kwargs.update(marker="o", errorbar="sd")
     else:
         kwargs.update(size=figure.get("size"))
+    long["metric"] = long["metric"].map(lambda m: LABELS.get(m, m))
     grid = sns.relplot(long, **kwargs)
     if figure.get("logx"):
         for ax in grid.axes.flat:
             if figure["logx"] == "symlog":
-                linthresh = float(figure.get("linthresh", 0.01))
+                # linear up to the smallest non-zero x: no empty decade between 0 and the first point
+                positive = long.loc[long[x] > 0, x]
+                linthresh = max(float(figure.get("linthresh", 0.01)), float(positive.min()) if len(positive) else 0.0)
                 ax.set_xscale("symlog", linthresh=linthresh)
                 if long[x].min() >= 0:           # no empty negative half for non-negative data
-                    ax.set_xlim(left=-linthresh / 2)
+                    ax.set_xlim(left=-linthresh / 4)
             else:
                 ax.set_xscale("log")
+            if x in stored.get("axes", {}):      # a grid axis: tick exactly the values the grid ran
+                values = sorted(long[x].unique())
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.minorticks_off()
     grid.set_titles("{col_name}")
+    grid.set_axis_labels(LABELS.get(x, x), "")
+    floors = [m for m in metrics if f"{m}_floor" in frame.columns and frame[f"{m}_floor"].notna().any()]
+    for m in floors:                            # the best floor on the same images, as a reference line
+        grid.axes_dict[LABELS.get(m, m)].axhline(float(frame[f"{m}_floor"].mean()), color="0.3", linestyle="--",
+                                                 linewidth=1)
     if figure.get("title"):
-        grid.figure.suptitle(figure["title"], y=1.02)
+        grid.figure.suptitle(figure["title"] + ("  (dashed: best floor)" if floors else ""), y=1.02)
     grid.savefig(path, dpi=110, bbox_inches="tight")
     matplotlib.pyplot.close(grid.figure)
     return path
+
+
+def plot_grid_results(results, x: str, metrics, hue: str | None = None, log_x: bool = False):
+    """The aggregated grid (``results.csv`` as a DataFrame) against one axis: a panel per metric, a
+    line per ``hue`` value (mean over the other axes, e.g. seeds), the mean 95% bootstrap interval
+    over images as a band, the best floor dashed. What notebooks 06 and 07 end with."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    done = results[results["status"] == "done"] if "status" in results else results
+    metrics = [m for m in metrics if m in done.columns and done[m].notna().any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False, layout="constrained")
+    groups = done.groupby(hue) if hue and hue in done.columns else [(None, done)]
+    for ax, metric in zip(axes[0], metrics):
+        for value, rows in groups:
+            agg = rows.groupby(x)[[c for c in (metric, f"{metric}_ci_lo", f"{metric}_ci_hi") if c in rows]].mean()
+            line, = ax.plot(agg.index, agg[metric], marker="o", label=None if value is None else f"{hue} {value}")
+            if f"{metric}_ci_lo" in agg:
+                ax.fill_between(agg.index, agg[f"{metric}_ci_lo"], agg[f"{metric}_ci_hi"], color=line.get_color(),
+                                alpha=0.2)
+        if f"{metric}_floor" in done.columns and done[f"{metric}_floor"].notna().any():
+            ax.axhline(float(np.nanmean(done[f"{metric}_floor"])), color="0.3", linestyle="--", linewidth=1,
+                       label="best floor")
+        if log_x and (done[x] > 0).all():
+            ax.set_xscale("log")
+        elif log_x:                             # zero on the axis: linear up to the smallest non-zero value
+            ax.set_xscale("symlog", linthresh=max(1e-3, float(done.loc[done[x] > 0, x].min())))
+        values = sorted(done[x].unique())
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+        ax.set_title(LABELS.get(metric, metric), fontsize=10)
+        ax.set_xlabel(LABELS.get(x, x))
+    legend = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8, frameon=False)
+    return fig
 
 
 def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name: str | None = None) -> dict[str, Path]:

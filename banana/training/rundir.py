@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -104,6 +105,17 @@ def keep_determinism_setting():
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up chatter (GPU/TPU availability, a LitLogger advertisement,
+    "`Trainer.fit` stopped") and a deprecation warning raised inside Lightning itself: none of it
+    is about the run (its device, steps and trainable parameters are in ``run_info.json`` and
+    ``metrics.json``), and in a notebook it buries the progress bar. Real warnings still show."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # banana's epochs are its sampler's batches: logging happens every log_every steps regardless
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+
+
 def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Callback], progress: bool) -> L.Trainer:
     """The Trainer every banana run uses: deterministic (warn-only on GPU, where some kernels have no
     deterministic version), CSV logs and ``checkpoints/last.ckpt`` in ``run_dir``.
@@ -115,6 +127,7 @@ def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Call
     Multi-process strategies ("ddp", "fsdp") re-execute the calling script (``sys.argv``) once per
     extra device, so call :func:`train` from a script or the ``banana`` command, not a notebook.
     """
+    quiet_lightning()
     return L.Trainer(
         max_steps=max_steps, accelerator=getattr(config, "accelerator", "auto"),
         devices=getattr(config, "devices", 1), num_nodes=getattr(config, "num_nodes", 1),
@@ -124,7 +137,7 @@ def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Call
         gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
         callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
                                    save_top_k=0, every_n_train_steps=config.checkpoint_every), *callbacks],
-        enable_progress_bar=progress, enable_model_summary=progress, default_root_dir=run_dir,
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run_dir,
     )
 
 

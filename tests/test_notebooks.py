@@ -130,7 +130,8 @@ def test_every_executed_notebook_that_plots_carries_its_figures_inline(smoke_run
     _, executed = smoke_run
     for name, path in executed.items():
         code = [c for c in _cells(path) if c["cell_type"] == "code"]
-        plotting = [c for c in code if re.search(r"\bfig\b|plt\.|show_|plot_", "".join(c["source"]))]
+        draws = r"\bfig(?:, \w+)? = |\bplt\.(?:subplots|figure)\("     # a cell that makes a figure
+        plotting = [c for c in code if re.search(draws, "".join(c["source"]))]
         images = [c for c in plotting if any("image/png" in o.get("data", {}) for o in c["outputs"])]
         assert plotting, f"{name} draws no figure"
         assert len(images) == len(plotting), f"{name}: {len(plotting) - len(images)} plotting cell(s) without image/png"

@@ -89,8 +89,10 @@ def publish_point(output_dir: str | Path, publish_dir: str | Path, *, machine: s
         shutil.copytree(run / "model", out / "model")
         for name in ("run_info.json", "metrics.json", "loss_curve.png"):
             shutil.copy2(run / name, out / (name if name.endswith(".png") else f"training_{name}"))
-        if (run / "control.json").is_file():
-            shutil.copy2(run / "control.json", out / "control.json")
+        if (run / "control.json").is_file():      # the control's provenance, its paths repository-relative
+            control = json.loads((run / "control.json").read_text())
+            control.update({k: control[k] and repo_relative(control[k]) for k in ("replaces_base", "init_model")})
+            (out / "control.json").write_text(json.dumps(control, indent=1) + "\n")
         train_config.update(world_dir=repo_relative(train_config["world_dir"]),
                             base_model=train_config["base_model"] and repo_relative(train_config["base_model"]))
         (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")

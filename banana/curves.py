@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from banana.training.recipe import BEST_RECIPE
+from banana.style import floor_line, panel_layout, slide_size, use_style
 
 __all__ = ["ARMS", "BEST_RECIPE", "CURVE_METRICS", "parse_overrides", "arm_config", "run_curve_point",
            "plot_learning_curves", "curve_verdict", "interval_outcome"]
@@ -231,8 +232,10 @@ def plot_learning_curves(results, metrics: Mapping[str, tuple[str, bool]] | None
 
     metrics = dict(metrics or CURVE_METRICS)
     shown = [m for m in metrics if m in results.columns and results[m].notna().any()]
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], shown):
+    use_style()
+    n_rows, n_cols = panel_layout(len(shown))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=slide_size(), squeeze=False, layout="constrained")
+    for ax, name in zip(axes.flat, shown):
         title, higher = metrics[name]
         for arm in [a for a in ARMS if a in set(results["arm"])]:
             rows = results[results["arm"] == arm].groupby("labeled_scenes").agg(
@@ -244,17 +247,17 @@ def plot_learning_curves(results, metrics: Mapping[str, tuple[str, bool]] | None
         if f"{name}_floor" in results.columns:
             floor = results.groupby("labeled_scenes")[f"{name}_floor"].mean().dropna()
             if not floor.empty:
-                ax.axhline(float(np.mean(floor)), color="0.3", linestyle="--", linewidth=1, label="best floor")
+                floor_line(ax, float(np.mean(floor)))
         ax.set_xscale("log", base=2)
         sizes = sorted(set(results["labeled_scenes"]))
         ax.set_xticks(sizes, [str(int(n)) for n in sizes])
         ax.minorticks_off()
         ax.set_xlabel("labeled scenes for tuning")
-        ax.set_title(title + ("  (↑)" if higher else "  (↓)"), fontsize=10)
-        ax.grid(alpha=0.3)
+        ax.set_title(title + ("  (↑)" if higher else "  (↓)"))
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="outside right upper", frameon=False)
     return fig
 
 

@@ -167,11 +167,13 @@ def notebook_setup(notebook: str, profile: str, *, world_seed: int = 0, tuning: 
     ``settings``, ``world_config`` (the profile's world with ``seed=world_seed``), ``output_dir``,
     ``world_dir``, each run folder, ``base_dir``, ``figures``/``tables`` (created) and ``world``.
     """
+    from banana.style import use_style
     from banana.world import build_world, load_world
 
     if notebook not in NOTEBOOK_SETUP:
         raise ValueError(f"no setup for notebook {notebook!r}; known: {sorted(NOTEBOOK_SETUP)}")
     plan = NOTEBOOK_SETUP[notebook]
+    use_style()                      # every figure the notebook draws is in the house style
     runs = {name: parameters.pop(name, None) for name in plan.get("runs", {})}
     settings = notebook_settings(notebook, profile, **parameters)
     out = SimpleNamespace(settings=settings, world_config=dataclasses.replace(settings.world, seed=world_seed))

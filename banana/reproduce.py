@@ -108,16 +108,14 @@ def run_ablation(name: str, profile: str = "cpu", seed: int = 0, reports_dir: st
     """
     import shutil
 
-    from banana.grid import GridSpec, aggregate, grid_summary, load_grid, notebook_defaults, run_grid
+    from banana.grid import aggregate, grid_summary, load_grid, notebook_defaults, run_grid, with_parameters
 
     grid_name = GRIDS[name]
     notebook = notebook_path(name)
     reports_dir = Path(reports_dir) if reports_dir is not None else REPO_ROOT / "reports"
     runs_dir = Path(runs_dir) if runs_dir is not None else REPO_ROOT / "runs"
     spec = load_grid(GRID_DIR / f"{grid_name}.yaml", profile, defaults=notebook_defaults(notebook))
-    fixed = {"world_seed": seed, **(parameters or {})}
-    spec = GridSpec(name=spec.name, parameters={**spec.parameters, **fixed},
-                    points=[{**p, **fixed} for p in spec.points], axes=spec.axes, report=spec.report, profile=profile)
+    spec = with_parameters(spec, {"world_seed": seed, **(parameters or {})})
     grid_dir = runs_dir / f"reproduce-{profile}" / grid_name
     run_grid(notebook, spec, out_dir=grid_dir, profile=profile, progress=progress,
              workers=workers or GRID_WORKERS[profile])

@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from banana.style import MIN_FONT_PT, pixel_key
+
 PANELS = ("image", "depth", "normals", "semantic")
 
 
@@ -48,16 +50,17 @@ def show_samples(samples: Sequence[Mapping[str, np.ndarray]], palette: Mapping[s
 
     if len(samples) == 0:
         raise ValueError("show_samples needs at least one sample")
-    fig, axes = plt.subplots(len(samples), len(panels), figsize=(size * len(panels), size * len(samples)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(samples), len(panels), figsize=(size * len(panels), size * len(samples) + 0.5),
+                             squeeze=False, layout="constrained")
     for row, sample in enumerate(samples):
         for col, (name, picture) in enumerate(sample_panels(sample, palette, panels).items()):
             ax = axes[row, col]
             ax.imshow(picture, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if titles and row == 0:
-                ax.set_title(name)
-    fig.tight_layout()
+                ax.set_title(name, fontsize=MIN_FONT_PT + 1)
+    if "depth" in panels:
+        pixel_key(fig, which=("white",))
     return fig
 
 
@@ -69,7 +72,7 @@ def palette_legend(palette: Mapping[str, tuple[int, int, int]], ax=None):
         _, ax = plt.subplots(figsize=(1.6 * len(palette), 0.9))
     for i, (name, rgb) in enumerate(palette.items()):
         ax.add_patch(plt.Rectangle((i, 0), 0.9, 1, color=np.asarray(rgb) / 255.0))
-        ax.text(i + 0.45, -0.15, name, ha="center", va="top", fontsize=8)
+        ax.text(i + 0.45, -0.15, name, ha="center", va="top", fontsize=MIN_FONT_PT)
     ax.set_xlim(-0.1, len(palette)), ax.set_ylim(-0.6, 1.05)
     ax.axis("off")
     return ax
@@ -83,7 +86,8 @@ def show_predictions(images: np.ndarray, targets: Mapping[str, np.ndarray], pred
 
     tasks = list(targets)
     columns = 1 + 2 * len(tasks)
-    fig, axes = plt.subplots(len(images), columns, figsize=(size * columns, size * len(images)), squeeze=False)
+    fig, axes = plt.subplots(len(images), columns, figsize=(size * columns, size * len(images) + 0.8), squeeze=False,
+                             layout="constrained")
     for row, image in enumerate(images):
         pictures = [("input", image)] + [pair for task in tasks for pair in
                                          ((f"{task}\nground truth", targets[task][row]),
@@ -93,13 +97,13 @@ def show_predictions(images: np.ndarray, targets: Mapping[str, np.ndarray], pred
             ax.imshow(to_hwc(np.asarray(picture)), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
-                ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+                ax.set_title(title, fontsize=MIN_FONT_PT)
+    pixel_key(fig)
     return fig
 
 
-def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 4, size: float = 2.2,
-                     width: int = 34):
+def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 4, size: float = 2.4,
+                     width: int = 30):
     """Generated images ``[B, 3, H, W]`` with their whole prompts as titles, wrapped at ``width``
     characters; each row is as tall as its longest prompt needs (a palette prompt is never cut)."""
     import textwrap
@@ -109,7 +113,7 @@ def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 
     wrapped = [textwrap.fill(prompt, width) for prompt in prompts]
     rows = (len(images) + columns - 1) // columns
     lines = [max(t.count("\n") + 1 for t in wrapped[r * columns:(r + 1) * columns]) for r in range(rows)]
-    heights = [size + 0.17 * n for n in lines]            # a 7-pt line and its spacing: about 0.17 inch
+    heights = [size + 0.2 * n for n in lines]             # a 10-pt line and its spacing: about 0.2 inch
     fig, axes = plt.subplots(rows, columns, figsize=(size * columns, sum(heights)), squeeze=False,
                              layout="constrained", gridspec_kw={"height_ratios": heights})
     fig.get_layout_engine().set(h_pad=0.08)               # room above the top row's titles at any dpi
@@ -117,7 +121,7 @@ def show_generations(images: np.ndarray, prompts: Sequence[str], columns: int = 
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, wrapped):
         ax.imshow(to_hwc(np.asarray(image)), interpolation="nearest")
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=MIN_FONT_PT)
     return fig
 
 
@@ -126,16 +130,16 @@ def show_columns(images: np.ndarray, columns: Mapping[str, np.ndarray], size: fl
     import matplotlib.pyplot as plt
 
     titles = ["input", *columns]
-    fig, axes = plt.subplots(len(images), len(titles), figsize=(size * len(titles), size * len(images)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(images), len(titles), figsize=(size * len(titles), size * len(images) + 0.8),
+                             squeeze=False, layout="constrained")
     for row, image in enumerate(images):
         for col, picture in enumerate([image, *(c[row] for c in columns.values())]):
             ax = axes[row, col]
             ax.imshow(to_hwc(np.asarray(picture)), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
-                ax.set_title(titles[col], fontsize=8)
-    fig.tight_layout()
+                ax.set_title(titles[col], fontsize=MIN_FONT_PT)
+    pixel_key(fig)
     return fig
 
 
@@ -148,7 +152,7 @@ def draw_generator_architecture(config, ax=None):
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     if ax is None:
-        fig, ax = plt.subplots(figsize=(12.8, 5.4))
+        fig, ax = plt.subplots(figsize=(12.8, 7.2))
     fig = ax.figure
     ax.set_xlim(0, 16), ax.set_ylim(0, 7), ax.axis("off")
 
@@ -171,7 +175,7 @@ def draw_generator_architecture(config, ax=None):
     for direction, level, (channels, attends) in path:
         y = 5.0 - 0.9 * level
         label = f"{direction} {level}\n{channels} ch, {r // 2 ** level} px" + ("\n+ cross-attn" if attends else "")
-        box(x, y - 0.45, width * 0.92, 1.1, label, "#d7e3fc" if attends else "#e8eef9", size=9)
+        box(x, y - 0.45, width * 0.92, 1.1, label, "#d7e3fc" if attends else "#e8eef9", size=MIN_FONT_PT)
         arrow(previous, (x, y + 0.1))
         previous = (x + width * 0.92, y + 0.1)
         if attends:                                # the instruction enters every attention level
@@ -185,3 +189,61 @@ def draw_generator_architecture(config, ax=None):
     ax.text(0.2, 6.5, f"banana generator (diffusers UNet2DConditionModel; prediction: {config.prediction_type}, "
                       f"{config.num_train_timesteps} timesteps, {config.timestep_spacing} spacing)", fontsize=11)
     return fig
+
+
+def codec_drift_figure(scene: Mapping[str, np.ndarray], noise_std: float = 0.02, drift: float = 0.0, seed: int = 0):
+    """What a generator's colour errors do to the answer: the scene's segmentation and depth
+    targets encoded, shifted by ``drift`` (every channel) plus Gaussian noise ``noise_std``,
+    stored in 8 bits and decoded. Rejected segmentation pixels show black, infinite depth white;
+    the titles give the exact / rejected pixel shares and the depth AbsRel. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from banana.codecs import DepthCodec, SegmentationCodec, quantize
+    from banana.style import slide_size
+    from banana.world import CANONICAL_PALETTE
+
+    rng = np.random.default_rng(seed)
+    segmentation, depth_codec = SegmentationCodec(dict(CANONICAL_PALETTE)), DepthCodec()
+    labels, depth = np.asarray(scene["semantic"]).astype(np.int64), np.asarray(scene["depth"], np.float32)
+    fig, axes = plt.subplots(2, 3, figsize=slide_size(10), layout="constrained")
+    for row, (task, codec, target) in enumerate((("segmentation", segmentation, labels), ("depth", depth_codec, depth))):
+        painted = codec.encode(target)
+        drifted = quantize(np.clip(painted + drift + rng.normal(0, noise_std, painted.shape), 0, 1).astype(np.float32))
+        decoded = codec.decode(drifted)
+        if task == "segmentation":
+            note = f"{(decoded == labels).mean():.1%} exact, {(decoded == segmentation.ignore_index).mean():.1%} rejected"
+        else:
+            finite = np.isfinite(depth) & np.isfinite(decoded)
+            note = f"AbsRel {np.mean(np.abs(decoded[finite] - depth[finite]) / depth[finite]):.4f}"
+        for ax, picture, title in zip(axes[row], (painted, drifted, codec.encode(decoded)),
+                                      (f"{task} target", f"+ drift {drift:+.2f}, noise σ {noise_std:.2f}",
+                                       f"decoded: {note}")):
+            ax.imshow(to_hwc(picture), interpolation="nearest")
+            ax.set_title(title, fontsize=MIN_FONT_PT + 1)
+            ax.axis("off")
+    pixel_key(fig)
+    return fig
+
+
+def codec_drift_explorer(scene: Mapping[str, np.ndarray], noise_std: float = 0.02, drift: float = 0.0,
+                         seed: int = 0):
+    """:func:`codec_drift_figure` shown now (a static image: what an executed notebook keeps) and two
+    sliders (returned, ``ipywidgets``) that redraw it in place when a live front end moves them.
+    No ``Output`` widget and no ``interact``: nbclient (papermill) hangs on those without a front end."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import DisplayHandle
+
+    def figure(noise, shift):
+        fig = codec_drift_figure(scene, noise_std=noise, drift=shift, seed=seed)
+        plt.close(fig)                    # shown through the display handle only, never twice
+        return fig
+
+    handle = DisplayHandle()
+    handle.display(figure(noise_std, drift))
+    sliders = [widgets.FloatSlider(noise_std, min=0.0, max=0.3, step=0.01, description="noise σ",
+                                   continuous_update=False),
+               widgets.FloatSlider(drift, min=-0.3, max=0.3, step=0.01, description="drift", continuous_update=False)]
+    for slider in sliders:
+        slider.observe(lambda _: handle.update(figure(sliders[0].value, sliders[1].value)), names="value")
+    return widgets.HBox(sliders)

@@ -39,3 +39,22 @@ def split(world_dir):
     from banana.world import load_world
 
     return load_world(world_dir)["train"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """``banana reproduce --profile smoke`` end to end (notebooks 01-07, the ablations over their
+    smoke grids) in a temporary folder; shared by every test that executes notebooks
+    (``test_notebooks.py``, ``test_solutions.py``), so the session builds it once."""
+    from banana.cli import main
+    from banana.reproduce import GRIDS, PIPELINE
+
+    root = tmp_path_factory.mktemp("smoke")
+    code = main(["reproduce", "--profile", "smoke", "--seed", "0", "--reports-dir", str(root / "reports"),
+                 "--runs-dir", str(root / "runs"), "--world-dir", str(root / "world"), "--no-progress"])
+    assert code == 0
+    executed = {name: root / "reports" / "notebooks" / f"{name}.ipynb" for name in PIPELINE if name not in GRIDS}
+    for name, grid in GRIDS.items():      # one executed point per ablation notebook is enough for nbval
+        point = sorted((root / "reports" / grid / "notebooks").glob("*.ipynb"))[0]
+        executed[f"{name}/{point.stem}"] = point
+    return root, executed

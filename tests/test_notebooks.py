@@ -59,21 +59,8 @@ def test_notebook_is_committed_clean_and_follows_the_house_style(path):
     assert {"profile", "seed", "output_dir" if path.stem in GRIDS else "reports_dir"} <= set(names)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """``banana reproduce --profile smoke`` end to end (notebooks 01-07, the ablations over their
-    smoke grids) in a temporary folder; shared by the tests below."""
-    from banana.cli import main
-
-    root = tmp_path_factory.mktemp("smoke")
-    code = main(["reproduce", "--profile", "smoke", "--seed", "0", "--reports-dir", str(root / "reports"),
-                 "--runs-dir", str(root / "runs"), "--world-dir", str(root / "world"), "--no-progress"])
-    assert code == 0
-    executed = {name: root / "reports" / "notebooks" / f"{name}.ipynb" for name in PIPELINE if name not in GRIDS}
-    for name, grid in GRIDS.items():      # one executed point per ablation notebook is enough for nbval
-        point = sorted((root / "reports" / grid / "notebooks").glob("*.ipynb"))[0]
-        executed[f"{name}/{point.stem}"] = point
-    return root, executed
+# ``smoke_run`` (the smoke-profile ``banana reproduce`` in a temporary folder) is a session fixture in
+# ``conftest.py``: the solution notebooks (``test_solutions.py``) run against the same build.
 
 
 @pytest.mark.notebook

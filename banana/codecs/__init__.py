@@ -8,6 +8,8 @@ define what that image means:
   for canonical and random palettes alike).
 * :class:`DepthCodec` - metres <-> a colour path (default: the paper's power
   warp followed by a walk over the RGB cube's edges).
+* :class:`InstanceCodec` - the instances of one prompted class <-> a colour each on
+  a named background (decoded by clustering colours under a threshold).
 * :class:`NormalsCodec` - camera-space unit normals <-> RGB
   (``R = (1-x)/2, G = (1+y)/2, B = (1+z)/2``).
 * :func:`quantize` - simulate 8-bit PNG storage, to measure each codec's
@@ -31,6 +33,7 @@ from .depth import (
     inverse_metric_warp,
     metric_warp,
 )
+from .instance import InstanceCodec, same_partition
 from .normals import NormalsCodec
 from .segmentation import (
     BASIC_COLOR_NAMES,
@@ -47,6 +50,8 @@ __all__ = [
     "SegmentationCodec",
     "DepthCodec",
     "NormalsCodec",
+    "InstanceCodec",
+    "same_partition",
     "ColorPath",
     "well_separated_palette",
     "random_palette",

@@ -114,6 +114,38 @@ def ceiling_table(frame, metrics: Mapping[str, Sequence[str]] | None = None):
                                    sort=False)
 
 
+def ceiling_reading(frame) -> str:
+    """What a :func:`codec_ceiling` run found, as Markdown computed from its tidy frame (every
+    precision it holds: ``float``, ``8``, ``8 + noise ...``), so a notebook's words cannot disagree
+    with its table: whether segmentation survives exactly, how much AbsRel each metric depth
+    codec loses in 8 bits against the cube walk, and the normals' angle lost."""
+    value = frame.set_index(["task", "codec", "bits", "metric"])["value"]
+    precisions = [b for b in dict.fromkeys(frame["bits"]) if b != "float"]
+    lines = []
+    seg = frame[frame["task"] == "segmentation"]
+    for codec in dict.fromkeys(seg["codec"]):
+        parts = [f"{b}: mIoU {value[('segmentation', codec, b, 'miou')]:.4f}, "
+                 f"{value[('segmentation', codec, b, 'rejected_fraction')]:.2%} rejected" for b in precisions]
+        exact = all(value[("segmentation", codec, b, "miou")] == 1.0 for b in precisions)
+        lines.append(f"- **Segmentation** ({codec}): {'; '.join(parts)}; "
+                     + ("**lossless** at every precision tried." if exact else "**not lossless**: colours are lost."))
+    depth = frame[(frame["task"] == "depth") & (frame["metric"] == "abs_rel")]
+    reference = DEFAULT_DEPTH_VARIANTS[0][0]
+    for b in precisions:
+        ref = value.get(("depth", reference, b, "abs_rel"))
+        others = [f"{c} {value[('depth', c, b, 'abs_rel')]:.4f}"
+                  + (f" ({value[('depth', c, b, 'abs_rel')] / ref:.1f}x)" if ref else "")
+                  for c in dict.fromkeys(depth["codec"]) if c != reference and "affine" not in c]
+        if ref is not None:
+            lines.append(f"- **Metric depth**, {b}: AbsRel of the {reference} {ref:.4f}; " + ", ".join(others)
+                         + " (affine codecs are scored after alignment and are not comparable).")
+    for b in precisions:
+        key = ("normals", frame.loc[frame["task"] == "normals", "codec"].iloc[0], b, "mean")
+        if key in value:
+            lines.append(f"- **Normals**, {b}: mean angle lost {value[key]:.2f} deg.")
+    return "\n".join(lines) + "\n"
+
+
 def vae_codec_ceiling(vae, semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
                       palette: Mapping[str, tuple[int, int, int]],
                       depth_variants: Sequence[tuple[str, dict, str]] = DEFAULT_DEPTH_VARIANTS,

@@ -148,23 +148,38 @@ def evaluate_contestants(world, generators: Mapping[str, object], specialists: M
 
 def comparison_figure(table, split: str = "test", title: str | None = None):
     """One panel per metric of a comparison table: every model on ``split`` with its 95%
-    interval, floors in grey, the first model on top. Returns the matplotlib figure."""
+    interval (model names on the y axis, the first model on top), floors in grey and the best
+    floor as a dashed reference line, ↑/↓ for which way is better. 16:9, the house style
+    (:mod:`banana.style`). Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
+    from banana.style import floor_line, panel_layout, slide_size, use_style
+
     rows_of_split = table[table["split"] == split]
+    if rows_of_split.empty:
+        raise ValueError(f"the comparison table has no rows for split {split!r}; splits: {sorted(set(table['split']))}")
     metrics = list(dict.fromkeys(rows_of_split["metric"]))
-    fig, axes = plt.subplots(2, (len(metrics) + 1) // 2, figsize=(16, 9), sharey=True)
+    use_style()
+    n_rows, n_cols = panel_layout(len(metrics))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=slide_size(), sharey=True, squeeze=False, layout="constrained")
     order = list(dict.fromkeys(rows_of_split["model"]))
     for ax, metric in zip(axes.flat, metrics):
         rows = rows_of_split[rows_of_split["metric"] == metric].set_index("model").reindex(order)
-        colors = ["0.7" if m.startswith("floor") else "C0" for m in order]
+        floors = [m for m in order if m.startswith("floor")]
+        colors = ["0.7" if m in floors else "C0" for m in order]
         ax.barh(order, rows["value"], color=colors,
                 xerr=[rows["value"] - rows["ci_lo"], rows["ci_hi"] - rows["value"]], capsize=3)
-        ax.set_title(metric, fontsize=10)
+        higher = bool(rows["higher_is_better"].dropna().iloc[0]) if "higher_is_better" in rows else True
+        if floors and rows.loc[floors, "value"].notna().any():
+            best = rows.loc[floors, "value"].max() if higher else rows.loc[floors, "value"].min()
+            floor_line(ax, best, vertical=True)
+        ax.set_title(f"{metric} ({'↑' if higher else '↓'})")
+        ax.grid(axis="y", visible=False)
     axes.flat[0].invert_yaxis()   # shared y axis: the first model on top
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles[:1], labels[:1], loc="outside lower center", frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig

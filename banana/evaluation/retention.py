@@ -118,6 +118,24 @@ def retention_increase(base, tuned, split, n: int = 64, seed: int = 0) -> dict[s
             "denoising_loss_increase_pct_ci_hi": hi, "n_retention": int(len(per_scene[0]))}
 
 
+def pretraining_reading(pretrained, split, n: int = 64, seed: int = 0) -> str:
+    """What pretraining bought, as Markdown computed here: :func:`denoising_loss` of ``pretrained``
+    on the first ``n`` scenes of ``split`` against the same network freshly initialised with
+    ``seed`` (same scenes, timesteps and noise), with the 95% paired bootstrap interval of the
+    change. An interval that contains 0 means pretraining learned nothing measurable."""
+    import torch
+
+    torch.manual_seed(seed)
+    untrained = type(pretrained)(pretrained.config)
+    r = retention_increase(untrained, pretrained, split, n=n, seed=seed)
+    lo, hi = r["denoising_loss_increase_pct_ci_lo"], r["denoising_loss_increase_pct_ci_hi"]
+    verdict = ("**lower than untrained**: it learned the images" if hi < 0 else
+               "**higher than untrained**: something is wrong" if lo > 0 else "within noise of untrained: no finding")
+    return (f"- Denoising loss on {r['n_retention']} held-out scenes (text -> image, every scored timestep): "
+            f"pretrained {r['denoising_loss_tuned']:.4f}, untrained {r['denoising_loss_base']:.4f}; change "
+            f"{r['denoising_loss_increase_pct']:+.1f}% [{lo:+.1f}, {hi:+.1f}], {verdict}.\n")
+
+
 # --------------------------------------------------------------------------- (b) prompt adherence
 class PipelineSegmenter:
     """Use a :class:`~banana.pipeline.BananaPipeline` as a segmenter (``.predict(images) ->

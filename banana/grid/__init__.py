@@ -37,11 +37,13 @@ The package: :mod:`banana.grid.spec` (grid files, point names and point state),
 
 from __future__ import annotations
 
-from banana.grid.report import aggregate, collect, plot_grid_results
+from banana.grid.report import aggregate, axis_reading, collect, plot_grid_results
 from banana.grid.runner import grid_summary, run_grid, run_point
 from banana.grid.spec import (GRID_FILE, METRICS_FILE, NOTEBOOK_FILE, PARAMETERS_FILE, RESERVED, STATUS_FILE, GridSpec,
-                              expand_block, expand_grid, load_grid, notebook_defaults, point_name, point_status)
+                              expand_block, expand_grid, load_grid, notebook_defaults, point_name, point_status,
+                              with_parameters)
 
 __all__ = ["GridSpec", "load_grid", "expand_grid", "expand_block", "notebook_defaults", "point_name", "point_status",
-           "run_point", "run_grid", "grid_summary", "collect", "aggregate", "plot_grid_results", "STATUS_FILE", "METRICS_FILE",
+           "with_parameters", "run_point", "run_grid", "grid_summary", "collect", "aggregate", "plot_grid_results",
+           "axis_reading", "STATUS_FILE", "METRICS_FILE",
            "PARAMETERS_FILE", "NOTEBOOK_FILE", "GRID_FILE", "RESERVED"]

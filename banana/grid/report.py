@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+from banana.style import LABELS as STYLE_LABELS, floor_line, label, panel_layout, slide_size, use_style
 from banana.grid.spec import GRID_FILE, METRICS_FILE, STATUS_FILE, point_name, point_status
 
 
@@ -57,34 +58,48 @@ def _library_function(name: str, what: str):
     return getattr(importlib.import_module(module), attr)
 
 
-#: Readable names (with units, and for metrics which way is better) of the columns grid figures
-#: use as panel titles and axis labels; other columns show as they are named.
-LABELS: dict[str, str] = {
-    "segmentation_miou": "segmentation mIoU (↑)", "segmentation_miou_unseen": "mIoU, unseen palette (↑)",
-    "depth_delta1": "depth δ1, metric (↑)", "depth_abs_rel": "depth AbsRel, metric (↓)",
-    "depth_delta1_affine": "depth δ1, affine-aligned (↑)", "depth_abs_rel_affine": "depth AbsRel, affine-aligned (↓)",
-    "normals_mean_deg": "normals mean angle, deg (↓)", "sky_iou": "sky IoU (↑)",
-    "denoising_loss_increase_pct": "generation loss vs base, % (↓)", "seconds_per_image": "seconds per image (↓)",
-    "mixing_ratio": "vision fraction of the mix", "sampling_steps": "sampling steps", "ensemble_size": "ensemble size",
-    "labeled_scenes": "labeled scenes", "depth_codec": "depth codec", "palette": "segmentation palette",
-}
+#: Readable names of metric and axis columns: the package-wide ones (:data:`banana.style.LABELS`).
+LABELS = STYLE_LABELS
+
+
+def _slide(fig, title: str = "") -> None:
+    """A seaborn figure brought to the house style: 16:9, its title on top, the legend outside the
+    panels on the right."""
+    fig.set_size_inches(*slide_size())
+    legend = fig.legends[0] if fig.legends else None
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.8 if legend else 1, 1))
+    if legend is not None:
+        legend.set_bbox_to_anchor((0.81, 0.5), transform=fig.transFigure)
+        legend.set_loc("center left")
 
 
 def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Path | None:
-    """One seaborn figure: a panel per metric, ``x`` against the metric, ``hue``/``style`` lines,
-    mean and sd over the remaining axes (seeds)."""
+    """:func:`grid_figure` saved to ``path`` (None when the grid has nothing to draw)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    fig = grid_figure(frame, stored, figure)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    matplotlib.pyplot.close(fig)
+    return path
+
+
+def grid_figure(frame, stored: Mapping, figure: Mapping[str, Any]):
+    """One figure of a grid file's ``report.figures`` entry: a library plotting function of the
+    frame (``plot: banana.module:name``), or seaborn panels, one per metric, ``x`` against the
+    metric, ``hue``/``style`` lines, mean and sd over the remaining axes (seeds). House style."""
     import seaborn as sns
 
     if figure.get("plot"):                     # a library plotting function "module:name" of the frame
+        use_style()
         fig = _library_function(figure["plot"], "plot")(frame)
         if figure.get("title"):
-            fig.suptitle(figure["title"], y=1.02)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        matplotlib.pyplot.close(fig)
-        return path
+            fig.suptitle(figure["title"])
+        return fig
     for column, value in (figure.get("where") or {}).items():
         if column in frame.columns:
             frame = frame[frame[column].astype(str) == str(value)]
@@ -104,14 +119,17 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
         if name and name != x:
             long[name] = long[name].astype(str)
     kind = figure.get("kind", "line")
-    kwargs = dict(x=x, y="value", col="metric", col_wrap=min(len(metrics), int(figure.get("col_wrap", 4))),
-                  hue=figure.get("hue"), style=figure.get("style"), kind=kind, facet_kws={"sharey": False},
-                  height=2.8, aspect=1.15)
+    rows, cols = panel_layout(len(metrics))
+    width, height = slide_size()
+    kwargs = dict(x=x, y="value", col="metric", col_wrap=cols if len(metrics) > 1 else None, hue=figure.get("hue"),
+                  style=figure.get("style"), kind=kind, facet_kws={"sharey": False}, height=height / rows,
+                  aspect=(0.8 * width / cols) / (height / rows))
     if kind == "line":
         kwargs.update(marker="o", errorbar="sd")
     else:
         kwargs.update(size=figure.get("size"))
     long["metric"] = long["metric"].map(lambda m: LABELS.get(m, m))
+    use_style()
     grid = sns.relplot(long, **kwargs)
     if figure.get("logx"):
         for ax in grid.axes.flat:
@@ -132,13 +150,9 @@ def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Pa
     grid.set_axis_labels(LABELS.get(x, x), "")
     floors = [m for m in metrics if f"{m}_floor" in frame.columns and frame[f"{m}_floor"].notna().any()]
     for m in floors:                            # the best floor on the same images, as a reference line
-        grid.axes_dict[LABELS.get(m, m)].axhline(float(frame[f"{m}_floor"].mean()), color="0.3", linestyle="--",
-                                                 linewidth=1)
-    if figure.get("title"):
-        grid.figure.suptitle(figure["title"] + ("  (dashed: best floor)" if floors else ""), y=1.02)
-    grid.savefig(path, dpi=110, bbox_inches="tight")
-    matplotlib.pyplot.close(grid.figure)
-    return path
+        floor_line(grid.axes_dict[LABELS.get(m, m)], float(frame[f"{m}_floor"].mean()))
+    _slide(grid.figure, figure.get("title", "") + ("  (dashed: best floor)" if floors else ""))
+    return grid.figure
 
 
 def plot_grid_results(results, x: str, metrics, hue: str | None = None, log_x: bool = False):
@@ -150,18 +164,21 @@ def plot_grid_results(results, x: str, metrics, hue: str | None = None, log_x: b
 
     done = results[results["status"] == "done"] if "status" in results else results
     metrics = [m for m in metrics if m in done.columns and done[m].notna().any()]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False, layout="constrained")
+    if not metrics:
+        raise ValueError(f"none of the metrics is in the results; columns: {sorted(results.columns)}")
+    use_style()
+    rows, cols = panel_layout(len(metrics))
+    fig, axes = plt.subplots(rows, cols, figsize=slide_size(), squeeze=False, layout="constrained")
     groups = done.groupby(hue) if hue and hue in done.columns else [(None, done)]
-    for ax, metric in zip(axes[0], metrics):
-        for value, rows in groups:
-            agg = rows.groupby(x)[[c for c in (metric, f"{metric}_ci_lo", f"{metric}_ci_hi") if c in rows]].mean()
-            line, = ax.plot(agg.index, agg[metric], marker="o", label=None if value is None else f"{hue} {value}")
+    for ax, metric in zip(axes.flat, metrics):
+        for value, part in groups:
+            agg = part.groupby(x)[[c for c in (metric, f"{metric}_ci_lo", f"{metric}_ci_hi") if c in part]].mean()
+            line, = ax.plot(agg.index, agg[metric], marker="o", label=None if value is None else f"{label(hue)} {value}")
             if f"{metric}_ci_lo" in agg:
                 ax.fill_between(agg.index, agg[f"{metric}_ci_lo"], agg[f"{metric}_ci_hi"], color=line.get_color(),
                                 alpha=0.2)
         if f"{metric}_floor" in done.columns and done[f"{metric}_floor"].notna().any():
-            ax.axhline(float(np.nanmean(done[f"{metric}_floor"])), color="0.3", linestyle="--", linewidth=1,
-                       label="best floor")
+            floor_line(ax, float(np.nanmean(done[f"{metric}_floor"])))
         if log_x and (done[x] > 0).all():
             ax.set_xscale("log")
         elif log_x:                             # zero on the axis: linear up to the smallest non-zero value
@@ -169,11 +186,52 @@ def plot_grid_results(results, x: str, metrics, hue: str | None = None, log_x: b
         values = sorted(done[x].unique())
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.minorticks_off()
-        ax.set_title(LABELS.get(metric, metric), fontsize=10)
-        ax.set_xlabel(LABELS.get(x, x))
-    legend = {label: handle for ax in axes[0] for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8, frameon=False)
+        ax.set_title(label(metric))
+        ax.set_xlabel(label(x))
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    legend = {name: handle for ax in axes.flat for handle, name in zip(*ax.get_legend_handles_labels())}
+    fig.legend(legend.values(), legend.keys(), loc="outside right upper", frameon=False)
     return fig
+
+
+def axis_reading(results, axis: str, metrics) -> str:
+    """A grid read along one axis, as Markdown computed from ``results.csv`` (a DataFrame): per
+    metric, each setting's value (mean over seeds) with its 95% interval over images and whether
+    it is above the best floor; then the best setting and which others its interval separates
+    from. Overlapping intervals mean the grid shows no difference, whatever the means say."""
+    from banana.evaluation.comparison import POINT_METRICS
+
+    done = results[results["status"] == "done"] if "status" in results else results
+    lines = []
+    for metric in [m for m in metrics if m in done.columns and done[m].notna().any()]:
+        higher = POINT_METRICS.get(metric, (None, None, True))[2]
+        cols = [c for c in (metric, f"{metric}_ci_lo", f"{metric}_ci_hi", f"{metric}_above_floor") if c in done]
+        per = done.groupby(axis)[cols].mean()
+        spread = done.groupby(axis)[metric].std() if done.groupby(axis).size().max() > 1 else None
+        cells = []
+        for value, row in per.iterrows():
+            text = f"{value}: {row[metric]:.3f}"
+            if f"{metric}_ci_lo" in row:
+                text += f" [{row[f'{metric}_ci_lo']:.3f}, {row[f'{metric}_ci_hi']:.3f}]"
+            if spread is not None and spread.notna()[value]:
+                text += f" (seed sd {spread[value]:.3f})"
+            if f"{metric}_above_floor" in row and row[f"{metric}_above_floor"] < 1:
+                text += " *at floor*"
+            cells.append(text)
+        best = per[metric].idxmax() if higher else per[metric].idxmin()
+        verdict = ""
+        if f"{metric}_ci_lo" in per:
+            lo, hi = per.loc[best, f"{metric}_ci_lo"], per.loc[best, f"{metric}_ci_hi"]
+            apart = [v for v in per.index if v != best and (per.loc[v, f"{metric}_ci_hi"] < lo if higher
+                                                            else per.loc[v, f"{metric}_ci_lo"] > hi)]
+            same = [v for v in per.index if v != best and v not in apart]
+            verdict = (f" Best: **{axis} = {best}**; its interval separates it from {apart or 'no other setting'}"
+                       + (f", overlaps {same} (no difference shown)." if same else "."))
+        if f"{metric}_above_floor" in per and (per[f"{metric}_above_floor"] < 1).all():
+            verdict = " Every setting is at floor: no finding on this metric."
+        lines.append(f"- **{label(metric)}**: " + "; ".join(cells) + "." + verdict)
+    return "\n".join(lines) + "\n"
 
 
 def aggregate(grid_dir: str | Path, reports_dir: str | Path | None = None, name: str | None = None) -> dict[str, Path]:

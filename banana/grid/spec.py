@@ -37,6 +37,17 @@ class GridSpec:
         return point_name(point, self.axes)
 
 
+def with_parameters(spec: GridSpec, fixed: Mapping[str, Any]) -> GridSpec:
+    """``spec`` with ``fixed`` parameters added to it and to every point (folders of this machine,
+    e.g. ``world_dir``, or a seed that fixes the world): the same grid, run somewhere else."""
+    fixed = dict(fixed)
+    clash = sorted(set(fixed) & set(spec.axes))
+    if clash:
+        raise ValueError(f"cannot fix {clash}: they are axes of grid {spec.name!r}")
+    return GridSpec(name=spec.name, parameters={**spec.parameters, **fixed}, points=[{**p, **fixed} for p in spec.points],
+                    axes=spec.axes, report=spec.report, profile=spec.profile)
+
+
 def _format_value(value: Any) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         text = repr(value)                # 1.0 stays "1.0", so 1 and 1.0 are never mixed up

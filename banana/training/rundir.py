@@ -235,10 +235,12 @@ def plot_loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from banana.style import RC, slide_size
+
     run_dir = Path(run_dir)
     path = Path(path) if path is not None else run_dir / "loss_curve.png"
     log = read_loss_log(run_dir)
-    figure = Figure(figsize=(7, 4), dpi=100)
+    figure = Figure(figsize=slide_size(10), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot(1, 1, 1)
     colors = {"train/loss": "black", "train/loss_generation": "tab:blue", "train/loss_vision": "tab:orange"}
@@ -252,14 +254,15 @@ def plot_loss_curve(run_dir: str | Path, path: str | Path | None = None) -> Path
         ax.plot(steps, values, color=color, alpha=0.2, linewidth=0.8)
         ax.plot(steps, _smooth(values, window), color=color, linewidth=1.6,
                 label=f"{name.split('/')[-1]} (EMA span {window})")
-    if any(v > 0 for points in log.values() for _, v in points):
+    log_scale = any(v > 0 for points in log.values() for _, v in points)
+    if log_scale:
         ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("MSE")
-    ax.set_title(f"{run_dir.name}: training loss")
+    ax.set_xlabel("training step", fontsize=RC["axes.labelsize"])
+    ax.set_ylabel("MSE" + (" (log scale)" if log_scale else ""), fontsize=RC["axes.labelsize"])
+    ax.set_title(f"{run_dir.name}: training loss", fontsize=RC["axes.titlesize"])
+    ax.tick_params(labelsize=RC["xtick.labelsize"])
     if log:
-        ax.legend(loc="upper right", fontsize=8)
+        figure.legend(loc="outside right upper", fontsize=RC["legend.fontsize"], frameon=False)
     ax.grid(alpha=0.3)
-    figure.tight_layout()
     figure.savefig(path)
     return path

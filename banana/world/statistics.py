@@ -85,3 +85,26 @@ def label_consistency(split, object_class_ids: Sequence[int], sky_class_id: int 
         totals["object_without_instance"] += int((is_object & (inst == 0)).sum())
         totals["stuff_with_instance"] += int((~is_object & (inst > 0)).sum())
     return pd.DataFrame({"check": list(totals), "violations": list(totals.values())})
+
+
+def world_reading(frequencies, held_out_objects, checks) -> str:
+    """What a world build holds, as Markdown computed from notebook 02's tables: the train class
+    shares (and so what the majority-class floor scores per pixel), where the held-out
+    shape/colour combinations occur, and the label checks. ``frequencies``: stacked
+    :func:`class_pixel_frequencies` with a ``split`` column; ``held_out_objects``: objects of a
+    held-out combination per split (a Series); ``checks``: violations per check and split."""
+    train = frequencies[frequencies["split"] == "train"].sort_values("fraction", ascending=False)
+    top = train.iloc[0]
+    shares = ", ".join(f"{r['class']} {r['fraction']:.0%}" for _, r in train.iterrows())
+    leaked = {split: int(n) for split, n in held_out_objects.items() if split != "held_out" and n > 0}
+    violations = int(np.asarray(checks).sum())
+    return "\n".join([
+        f"- **Class balance (train pixels):** {shares}. Painting every pixel *{top['class']}* gets "
+        f"{top['fraction']:.0%} of pixels right, yet an mIoU of at most 1/7 (one class of seven): pixel accuracy "
+        "flatters, so banana reads mIoU against the per-pixel majority-class floor (the most frequent train class "
+        "at each pixel position).",
+        f"- **Held-out combinations:** {int(held_out_objects.get('held_out', 0))} objects in the held-out split; "
+        + ("none in train, val or test, so the rule holds." if not leaked else f"**leaked** into {leaked}."),
+        f"- **Label checks:** {violations} violations over every split and check"
+        + (" (sky at infinite depth, unit normals, instance ids on objects only)." if not violations else "."),
+    ]) + "\n"

@@ -77,14 +77,15 @@ def _slide(fig, title: str = "") -> None:
 
 def _figure(frame, stored: Mapping, figure: Mapping[str, Any], path: Path) -> Path | None:
     """:func:`grid_figure` saved to ``path`` (None when the grid has nothing to draw)."""
-    import matplotlib
+    import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
+    # No matplotlib.use("Agg") here: inside a notebook kernel that would switch off inline plotting
+    # for every later cell (aggregate() runs in notebooks too); headless processes default to Agg.
     fig = grid_figure(frame, stored, figure)
     if fig is None:
         return None
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    matplotlib.pyplot.close(fig)
+    plt.close(fig)
     return path
 
 

@@ -142,6 +142,8 @@ def test_config_for_classes():
     assert tuple(vocabulary_for(CITYSCAPES_CLASSES)) == config_for_classes(world, CITYSCAPES_CLASSES).vocabulary
     # The world's own classes and descriptions change nothing: world runs stay reproducible.
     assert config_for_classes(world, CLASS_NAMES, texts=[sample_scene(0, "train", 0).describe()]) == world
+    # No classes (a captions-only data set): only the texts' words are added.
+    assert config_for_classes(world, [], texts=["a zebra"]).vocabulary == (*world.vocabulary, "zebra")
     generator = BananaGenerator.from_preset("smoke", seed=0, class_names=CITYSCAPES_CLASSES)
     assert generator.config.max_tokens == 128 and generator.text_encoder.position_embedding.num_embeddings == 128
     states, mask = generator.encode_prompts(SegmentationCodec(CITYSCAPES_PALETTE).prompt("rgb"))

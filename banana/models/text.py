@@ -112,7 +112,7 @@ def config_for_classes(config, class_names: Sequence[str], texts: Iterable[str] 
     known = set(config.vocabulary)
     new = sorted({w for text in [*class_names, *texts] for w in prompt_words(text)} - known)
     counter = InstructionTokenizer(list(config.vocabulary) + new, max_tokens=2)
-    needed = max([palette_prompt_tokens(class_names)] * bool(class_names)
+    needed = max(([palette_prompt_tokens(class_names)] if class_names else [])
                  + [counter.count_tokens(t) for t in (*DEPTH_PROMPTS, *NORMALS_PROMPTS, *texts)])
     max_tokens = config.max_tokens if needed <= config.max_tokens else 16 * math.ceil(needed / 16)
     if not new and max_tokens == config.max_tokens:

@@ -60,7 +60,7 @@ from banana.models import BananaGenerator
 from banana.models.images import from_model_range, to_model_range
 from banana.sampling import (SCHEDULERS, SamplingDefaults, build_scheduler, check_guidance, check_positive_int,
                              fresh_copy, load_scheduler, prepare_images, prepare_prompts, scheduler_name)
-from banana.tasks import TASKS, decode_prediction, ensemble, task_prompt
+from banana.tasks import ALL_TASKS, QUERY_TASKS, decode_prediction, ensemble, query_prompts, task_prompt
 
 __all__ = ["BananaPipeline", "SCHEDULERS", "SamplingDefaults", "build_scheduler", "PIPELINE_CONFIG_FILE",
            "SCHEDULER_FOLDER"]
@@ -295,16 +295,18 @@ class BananaPipeline:
         return self(None, prompts, **kwargs)
 
     def predict(self, images, task: str, palette: Mapping | None = None, depth_codec: str = "metric",
-                **kwargs) -> dict:
+                query: str | Sequence[str] | None = None, **kwargs) -> dict:
         """Solve a vision ``task`` on ``images``: prompt -> sample ``E`` members -> decode -> ensemble.
 
         Args:
             images: as in :meth:`__call__` (required).
-            task: one of :data:`banana.tasks.TASKS`.
+            task: one of :data:`banana.tasks.ALL_TASKS`.
             palette: ``{class name: (r, g, b)}`` named in the segmentation prompt and used to
                 decode it; default :data:`banana.world.CANONICAL_PALETTE`. Ignored by other tasks.
             depth_codec: the depth codec the generator was trained with (``TrainConfig.depth_codec``;
                 :data:`banana.tasks.DEPTH_CODECS`): ``"affine-gray"`` decodes to relative depth in [0, 1].
+            query: the query tasks' class (``instance``) or expression (``referring``): one string
+                for every image or one per image (each image then gets its own prompt).
             kwargs: sampling arguments of :meth:`__call__` (``ensemble_size``, ``generator``,
                 ``num_inference_steps``, guidance, ``scheduler``, ...).
 
@@ -312,14 +314,20 @@ class BananaPipeline:
             ``prediction``: ensembled answer: labels ``[B, H, W]`` int64 (class ids of the palette
             order, 255 = rejected colour), metres ``[B, H, W]`` float32 (``inf`` = path end), or
             unit normals ``[B, 3, H, W]`` float32 (zero where undecidable);
+            instance ids ``[B, H, W]`` int64 (0 = background) or the referred mask ``[B, H, W]`` bool;
             ``members``: each member's decoded answer ``[E, ...]``; ``rgb``: the members' pictures
-            ``[E, B, 3, H, W]``; ``prompt``: the instruction used. :attr:`last_timing` then covers
+            ``[E, B, 3, H, W]``; ``prompt``: the instruction used (a list, one per image, for the
+            query tasks). :attr:`last_timing` then covers
             sampling, decoding and ensembling.
         """
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        if task not in ALL_TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")
         if images is None:
             raise ValueError("predict needs input images; use generate() for text -> image")
+        if task in QUERY_TASKS:              # one prompt per image (raises on a missing query)
+            prompts = query_prompts(task, query, int(images.shape[0]) if images.ndim == 4 else 1)
+        elif query is not None:
+            raise ValueError(f"the {task} task takes no query (only {QUERY_TASKS} do)")
         if kwargs.pop("return_members", True) is not True:
             raise ValueError("predict always returns the members (out['rgb']); do not pass return_members")
         start = time.perf_counter()
@@ -330,7 +338,7 @@ class BananaPipeline:
             palette = dict(palette)
         else:
             palette = None
-        prompt = task_prompt(task, None, palette)
+        prompt = prompts if task in QUERY_TASKS else task_prompt(task, None, palette)
         rgb = self(images, prompt, return_members=True, **kwargs)            # [E, B, 3, H, W]
         decoded = decode_prediction(task, rgb, palette, depth=depth_codec)   # [E, B, ...]
         prediction = ensemble(task, decoded)

@@ -68,9 +68,20 @@ def use_style() -> None:
 
 
 def floor_line(ax, value: float, label: str = "best floor", vertical: bool = False):
-    """The best trivial predictor's value as a dashed reference line across ``ax``."""
+    """The best trivial predictor's value as a dashed reference line across ``ax``; the axis
+    grows to show it when the data lie all above or below it (a line outside the view says nothing)."""
     draw = ax.axvline if vertical else ax.axhline
-    return draw(float(value), label=label, **FLOOR_STYLE)
+    line = draw(float(value), label=label, **FLOOR_STYLE)
+    get, put = (ax.get_xlim, ax.set_xlim) if vertical else (ax.get_ylim, ax.set_ylim)
+    lo, hi, value = *get(), float(value)
+    log = (ax.get_xscale() if vertical else ax.get_yscale()) == "log"
+    if log and value > 0 and not lo * 1.1 <= value <= hi / 1.1:
+        put(min(lo, value / 1.2), max(hi, value * 1.2))
+    elif not log:                          # a line on (or beyond) the frame's edge would hide behind the spine
+        pad = 0.05 * (max(hi, value) - min(lo, value))
+        if not lo + pad / 2 <= value <= hi - pad / 2:
+            put(min(lo, value - pad), max(hi, value + pad))
+    return line
 
 
 def pixel_key(fig, which=("white", "black")):

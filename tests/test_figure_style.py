@@ -70,6 +70,21 @@ def test_panel_layout_and_slide_size():
         panel_layout(0)
 
 
+def test_a_floor_outside_the_data_is_brought_into_view():
+    from banana.style import floor_line
+
+    fig, (linear, log) = plt.subplots(1, 2)
+    linear.plot([0, 1], [30, 40])
+    floor_line(linear, 22.0)                      # normals: every model above the floor's angle
+    lo, hi = linear.get_ylim()
+    assert lo + 0.02 * (hi - lo) < 22.0 < hi        # inside the frame, clear of the bottom spine
+    log.plot([1, 2], [0.1, 0.2])
+    log.set_yscale("log")
+    floor_line(log, 0.5)
+    assert log.get_ylim()[0] > 0 and log.get_ylim()[1] > 0.5
+    plt.close(fig)
+
+
 def test_grid_results_figure_follows_the_house_style():
     from banana.grid import plot_grid_results
 

@@ -60,7 +60,7 @@ def test_ambiguous_and_invisible_objects_give_no_expression():
     assert referring_expressions(twins) == [], "two red boxes on the left, 0.1 m apart: nothing is unique"
     hidden = [twins[0], {**twins[1], "pixel_count": 0}]
     texts = {r.expression for r in referring_expressions(hidden)}
-    assert "the red box" in texts and "the object nearest the camera" not in texts, "one visible object has no rival"
+    assert "the red box" in texts and "the object near the camera" not in texts, "one visible object has no rival"
     with pytest.raises(ValueError, match="lacks"):
         referring_expressions([{"instance_id": 1}])
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from banana.config import SerializableConfig
 from banana.models.config import GENERATOR_PRESETS, GeneratorConfig
-from banana.tasks import TASKS
+from banana.tasks import ALL_TASKS, QUERY_TASKS
 from banana.training.run import read_config
 
 #: TrainConfig-like fields of a specialist run that may change on resume.
@@ -57,8 +57,10 @@ class SpecialistConfig(SerializableConfig):
     init_from: str | None = None             # saved BananaGenerator dir whose UNet initialises the specialist
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in ALL_TASKS:
+            raise ValueError(f"task must be one of {ALL_TASKS}, got {self.task!r}")
+        if self.task in QUERY_TASKS and self.match_run is None:
+            raise ValueError(f"a {self.task} specialist replays a generalist's queries: it needs match_run")
         if isinstance(self.init_from, Path):                  # a Path would not survive config.json
             object.__setattr__(self, "init_from", str(self.init_from))
         if self.init_from is not None and not isinstance(self.init_from, str):

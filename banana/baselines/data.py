@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 import lightning as L
 
 from banana.models.images import to_model_range
-from banana.tasks import TASKS
+from banana.tasks import ALL_TASKS, QUERY_TASKS, TASKS
 from banana.training.data import VISION, BananaExamples, ExampleKey, MixedBatchSampler
 from banana.training.module import TrainConfig
 from banana.training.run import read_config
@@ -38,15 +38,16 @@ def replay_vision_stream(generalist: TrainConfig | str | Path, task: str, split=
     """
     from banana.world import load_world
 
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if task not in ALL_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")
     config = generalist if isinstance(generalist, TrainConfig) else read_config(generalist)[0]
     if split is None:
         world_dir = world_dir if world_dir is not None else config.world_dir
         if world_dir is None:
             raise ValueError("the generalist config names no world: pass split= or world_dir=")
         split = load_world(world_dir)[config.split]
-    examples = BananaExamples(split, seed=config.seed, in_memory=False)   # only drawn_task is used
+    # only drawn_task is used; the run's mix decides what each slot drew (default: the dense tasks)
+    examples = BananaExamples(split, seed=config.seed, in_memory=False, tasks=None if config.tasks == TASKS else config.tasks)
     n = len(examples)
     sampler = MixedBatchSampler(n, config.vision_pool_size(n), config.batch_size, config.mixing_ratio, num_batches=config.max_steps,
                                 seed=config.seed)
@@ -78,6 +79,38 @@ class SpecialistExamples(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return {"image": self.images[index], "target": self.targets[index]}
+
+
+class QueryExamples(Dataset):
+    """The query-task examples a generalist saw, by position in its replayed stream (``keys``:
+    :func:`replay_vision_stream`; ``seed`` and ``tasks``: the generalist's) -> ``{"image", "target",
+    "prompt"}`` with the generalist's own query and wording (:meth:`BananaExamples.vision` of the same ``(index, draw)``). Targets:
+    instance, the codec's RGB ``[3, H, W]`` in [0, 1]; referring, the referred mask ``[H, W]``.
+    A slot whose scene had no expression (the generalist was asked for instances there) is left out."""
+
+    def __init__(self, split, task: str, keys: Sequence[ExampleKey], seed: int, tasks: Sequence[str]):
+        from banana.tasks import decode_prediction
+
+        if task not in QUERY_TASKS or task not in tasks:
+            raise ValueError(f"QueryExamples serve a query task of the generalist's mix {tuple(tasks)}, got {task!r}")
+        # the generalist's mix: the task draw consumes the example's RNG as it did for the generalist
+        source = BananaExamples(split, seed=seed, tasks=tasks, drop_text_prob=0.0, drop_image_prob=0.0)
+        self.task, self.items = task, []
+        for key in keys:
+            example = source.vision(key.index, key.draw, task=task)
+            if example["kind"] != task:
+                continue
+            rgb = (example["target"] + 1) / 2                   # model range -> [0, 1]
+            target = rgb if task == "instance" else torch.as_tensor(decode_prediction(task, rgb))
+            self.items.append({"image": example["condition"], "target": target, "prompt": example["prompt"]})
+        if not self.items:
+            raise ValueError(f"no {task} example in the replayed stream")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
 
 
 class SpecialistBatchSampler(Sampler):

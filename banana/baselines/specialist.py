@@ -18,8 +18,10 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from banana.baselines.config import RESUMABLE_CHANGES, SpecialistConfig, read_specialist_config
-from banana.baselines.data import SpecialistBatchSampler, SpecialistDataModule, SpecialistExamples, replay_vision_stream
+from banana.baselines.data import (QueryExamples, SpecialistBatchSampler, SpecialistDataModule, SpecialistExamples,
+                                   replay_vision_stream)
 from banana.models.specialist import Specialist
+from banana.tasks import QUERY_TASKS
 from banana.training.module import EMA, EMATrainedModule
 from banana.training.run import read_config
 from banana.training.rundir import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, check_resume, fit_resumable,
@@ -49,7 +51,8 @@ class SpecialistPipeline:
         self.specialists = dict(specialists)
         self.last_timing = 0.0
 
-    def predict(self, images, task: str, palette: Mapping | None = None, **ignored) -> dict:
+    def predict(self, images, task: str, palette: Mapping | None = None, query=None, **ignored) -> dict:
+        from banana.tasks import QUERY_TASKS, query_prompts
         from banana.world import CLASS_NAMES
 
         if task not in self.specialists:
@@ -58,7 +61,10 @@ class SpecialistPipeline:
             raise ValueError(f"a segmentation specialist predicts CLASS_NAMES ids {CLASS_NAMES}; "
                              f"the palette names {list(palette)}")
         start = time.perf_counter()
-        prediction = self.specialists[task].predict(images)
+        prompts = None
+        if task in QUERY_TASKS:
+            prompts = query_prompts(task, query, int(images.shape[0]) if images.ndim == 4 else 1)
+        prediction = self.specialists[task].predict(images, prompts)
         self.last_timing = (time.perf_counter() - start) / prediction.shape[0]
         return {"prediction": prediction}
 
@@ -85,7 +91,7 @@ class SpecialistModule(EMATrainedModule):
         return sum(p.numel() for p in self.trainable.values())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        per_example, parts = self.model.loss(self.model(batch["image"]), batch["target"])
+        per_example, parts = self.model.loss(self.model(batch["image"], batch.get("prompt")), batch["target"])
         loss = per_example.mean()
         if self._trainer is not None:
             size = batch["image"].shape[0]
@@ -144,13 +150,16 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
     if resolution != backbone.resolution:
         raise ValueError(f"the world at {world_dir} is {resolution}px but the backbone is {backbone.resolution}px")
 
-    stream = None
+    stream, examples = None, None
     if generalist is not None:
         _check_same_world(world_dir, generalist.world_dir)
         keys = replay_vision_stream(generalist, config.task, split=split)
         if not keys:
             raise ValueError(f"the generalist run {config.match_run} saw no {config.task} example: nothing to match")
-        stream = [key.index for key in keys]
+        stream = replayed = [key.index for key in keys]
+        if config.task in QUERY_TASKS:       # the generalist's (image, query) pairs, by stream position
+            examples = QueryExamples(split, config.task, keys, generalist.seed, generalist.tasks)
+            stream = list(range(len(examples)))
     max_steps = config.max_steps if config.max_steps is not None else math.ceil(len(stream) / config.batch_size)
     config = dataclasses.replace(config, world_dir=str(world_dir), max_steps=max_steps,
                                  match_run=None if config.match_run is None else str(Path(config.match_run).resolve()),
@@ -171,14 +180,15 @@ def train_specialist(config: SpecialistConfig, run_dir: str | Path, world_dir: s
     record = {"specialist": config.to_dict(), "backbone": backbone.to_dict(), "init": model.init_record}
     if stream is not None:
         (run_dir / REPLAY_FILE).write_text(json.dumps(
-            {"match_run": config.match_run, "task": config.task, "n_images": len(stream), "indices": stream}) + "\n")
+            {"match_run": config.match_run, "task": config.task, "n_images": len(replayed), "indices": replayed}) + "\n")
     write_run_files(run_dir, record, {**record, "seed": config.seed, "resumed": resuming})
 
     L.seed_everything(config.seed, workers=True, verbose=False)   # from_config above left the global RNG alone
     module = SpecialistModule(model, config)
-    sampler_kwargs = dict(n=len(split), batch_size=config.batch_size, num_batches=max_steps, seed=config.seed,
+    examples = examples if examples is not None else SpecialistExamples(split, config.task)
+    sampler_kwargs = dict(n=len(examples), batch_size=config.batch_size, num_batches=max_steps, seed=config.seed,
                           stream=stream)
-    datamodule = SpecialistDataModule(SpecialistExamples(split, config.task), sampler_kwargs, config.num_workers)
+    datamodule = SpecialistDataModule(examples, sampler_kwargs, config.num_workers)
     meter = ThroughputMeter()
     with keep_determinism_setting():
         trainer = make_trainer(run_dir, max_steps, config, [meter, *callbacks], progress)

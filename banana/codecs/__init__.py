@@ -33,7 +33,7 @@ from .depth import (
     inverse_metric_warp,
     metric_warp,
 )
-from .instance import InstanceCodec, same_partition
+from .instance import InstanceCodec, MaskCodec, same_partition
 from .normals import NormalsCodec
 from .segmentation import (
     BASIC_COLOR_NAMES,
@@ -50,7 +50,7 @@ __all__ = [
     "SegmentationCodec",
     "DepthCodec",
     "NormalsCodec",
-    "InstanceCodec",
+    "InstanceCodec", "MaskCodec",
     "same_partition",
     "ColorPath",
     "well_separated_palette",

@@ -152,6 +152,50 @@ class InstanceCodec:
         return labels.reshape(h, w)
 
 
+
+class MaskCodec:
+    """One referred object as an RGB image, and back (the referring-segmentation target).
+
+    The referred object's pixels are ``foreground`` and every other pixel ``background``, both
+    named in the prompt (default white on black). Decoding gives each pixel to the nearer of the
+    two colours (ties: background), so any colour noise under half their distance is harmless.
+    """
+
+    def __init__(self, foreground: Sequence[int] = (255, 255, 255), background: Sequence[int] = (0, 0, 0)) -> None:
+        self.foreground = _as_rgb(foreground, "foreground colour")
+        self.background = _as_rgb(background, "background colour")
+        if self.foreground == self.background:
+            raise ValueError(f"foreground and background must differ, both are {self.foreground}")
+
+    def __repr__(self) -> str:
+        return f"MaskCodec(foreground={self.foreground}, background={self.background})"
+
+    def encode(self, mask):
+        """Boolean (or 0/1) ``[..., H, W]`` -> float RGB ``[..., 3, H, W]`` in [0, 1]."""
+        t, was_numpy = as_tensor(mask, "mask")
+        if t.is_floating_point():
+            raise ValueError(f"mask must be boolean or 0/1 integers, got dtype {t.dtype}")
+        if t.ndim < 2:
+            raise ValueError(f"mask must be [..., H, W], got shape {tuple(t.shape)}")
+        values = t.detach().cpu().numpy()
+        if values.size and not np.isin(values, (0, 1)).all():
+            raise ValueError("mask must hold only 0/1 (or False/True)")
+        colours = np.asarray([self.background, self.foreground], np.float32) / 255.0
+        rgb = np.moveaxis(colours[values.astype(np.int64)], -1, -3).astype(np.float32)
+        return rgb if was_numpy else torch.from_numpy(rgb).to(t.device)
+
+    def decode(self, rgb):
+        """Float RGB ``[..., 3, H, W]`` in [0, 1] -> boolean ``[..., H, W]`` (True: the referred object)."""
+        t, was_numpy = as_tensor(rgb, "rgb")
+        t = check_rgb_image(t, "rgb")
+        if t.ndim < 3:
+            raise ValueError(f"rgb must be [..., 3, H, W], got shape {tuple(t.shape)}")
+        pixels = torch.movedim(t.detach().double(), -3, -1) * 255.0
+        near_fg = (pixels - torch.tensor(self.foreground, dtype=torch.float64, device=t.device)).norm(dim=-1)
+        near_bg = (pixels - torch.tensor(self.background, dtype=torch.float64, device=t.device)).norm(dim=-1)
+        result = near_fg < near_bg
+        return result.cpu().numpy() if was_numpy else result
+
 def _left_to_right(image: np.ndarray) -> list[int]:
     """The positive ids of one ``[H, W]`` instance map, ranked by centroid column (ties: row, then id)."""
     ids = [int(i) for i in np.unique(image) if i > 0]

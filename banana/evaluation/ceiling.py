@@ -101,12 +101,49 @@ def codec_ceiling(semantic: np.ndarray, depth: np.ndarray, normals: np.ndarray,
     return pd.DataFrame(rows, columns=["task", "codec", "bits", "metric", "value"])
 
 
+def query_ceiling(samples: Sequence[Mapping], bits: Sequence[int | None] = (None, 8), noise_std: float = 0.0,
+                  seed: int = 0):
+    """:func:`codec_ceiling` for the query tasks: each sample (a world row: ``semantic``,
+    ``instance``, ``objects``) asked its evaluation queries
+    (:func:`banana.evaluation.prompted.evaluation_queries` of ``seed``), the exact answer encoded,
+    optionally noised (``noise_std``), quantised to ``bits`` and decoded, then scored as a model
+    would be (:func:`~banana.evaluation.prompted.score_query_task`). Same tidy frame."""
+    import pandas as pd
+    import torch
+
+    from banana.codecs import quantize
+    from banana.evaluation.prompted import evaluation_queries, score_query_task
+    from banana.tasks import decode_prediction, encode_target, query_target
+
+    samples = list(samples)
+    queries = evaluation_queries(samples, len(samples), seed)
+    generator = torch.Generator().manual_seed(seed)
+    codecs = {"instance": ("instance colours, clustering", ("pq", "precision", "recall")),
+              "referring": ("white on black, nearest colour", ("miou", "ciou", "precision@0.9"))}
+    rows = []
+    for task, (codec, names) in codecs.items():
+        asked = list(zip(queries[task]["rows"], queries[task]["queries"]))
+        truth = np.stack([query_target(task, samples[r], q) for r, q in asked])
+        rgb = np.stack([encode_target(task, samples[r], query=q) for r, q in asked])
+        for b in bits:
+            picture = rgb
+            if noise_std > 0:
+                noise = torch.randn(rgb.shape, generator=generator).numpy() * noise_std
+                picture = np.clip(rgb + noise.astype(rgb.dtype), 0.0, 1.0)
+            picture = picture if b is None else quantize(picture, bits=b)
+            scores = score_query_task(task, decode_prediction(task, picture), truth)
+            rows += [{"task": task, "codec": codec, "bits": "float" if b is None else str(b), "metric": name,
+                      "value": float(scores[name])} for name in names]
+    return pd.DataFrame(rows)
+
+
 def ceiling_table(frame, metrics: Mapping[str, Sequence[str]] | None = None):
     """Pivot :func:`codec_ceiling`'s tidy frame to one row per (task, codec, metric) and one
     column per precision (``float``, ``8``, ...), keeping the metrics named in ``metrics``."""
     metrics = metrics or {"segmentation": ("miou", "rejected_fraction"),
                           "depth": ("abs_rel", "rmse", "delta1"),
-                          "normals": ("mean", "median", "within_11.25")}
+                          "normals": ("mean", "median", "within_11.25"),
+                          "instance": ("pq",), "referring": ("miou", "ciou")}
     keep = np.zeros(len(frame), dtype=bool)
     for task, names in metrics.items():
         keep |= (frame["task"] == task).to_numpy() & frame["metric"].isin(names).to_numpy()
@@ -139,10 +176,19 @@ def ceiling_reading(frame) -> str:
         if ref is not None:
             lines.append(f"- **Metric depth**, {b}: AbsRel of the {reference} {ref:.4f}; " + ", ".join(others)
                          + " (affine codecs are scored after alignment and are not comparable).")
-    for b in precisions:
-        key = ("normals", frame.loc[frame["task"] == "normals", "codec"].iloc[0], b, "mean")
+    normal_codecs = frame.loc[frame["task"] == "normals", "codec"]
+    for b in precisions if len(normal_codecs) else ():
+        key = ("normals", normal_codecs.iloc[0], b, "mean")
         if key in value:
             lines.append(f"- **Normals**, {b}: mean angle lost {value[key]:.2f} deg.")
+    for task, metric, label in (("instance", "pq", "PQ"), ("referring", "miou", "mIoU")):
+        rows = frame[(frame["task"] == task) & (frame["metric"] == metric)]
+        if len(rows):
+            codec = rows["codec"].iloc[0]
+            parts = [f"{b}: {label} {value[(task, codec, b, metric)]:.4f}" for b in precisions]
+            exact = all(value[(task, codec, b, metric)] == 1.0 for b in precisions)
+            lines.append(f"- **{task.capitalize()}** ({codec}): {'; '.join(parts)}; "
+                         + ("**lossless** at every precision tried." if exact else "**not lossless**."))
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,12 @@ HEADLINES: tuple[tuple[str, str, str, bool], ...] = (
     ("depth", "sky.iou", "sky IoU (depth beyond range)", True),
     ("normals", "mean", "normals mean angle (deg)", False),
     ("normals", "within_11.25", "normals % within 11.25 deg", True),
+    ("instance", "pq", "instance PQ", True),
+    ("referring", "miou", "referring mIoU", True),
+    ("referring", "ciou", "referring cIoU", True),
 )
+#: Tasks answered per query (``result["queries"][task]``: the rows asked and their queries).
+_QUERY_TASKS = ("instance", "referring")
 
 
 class Scoreboard:
@@ -48,7 +53,7 @@ class Scoreboard:
 
         self.results = results
         self._stats: dict[tuple[str, str, str], dict[str, ImageStatistic]] = {}
-        self._truth, self._spec = {}, {}
+        self._truth, self._spec, self._splits, self._queries = {}, {}, splits, {}
         for split, by_model in results.items():
             if split not in splits:
                 raise ValueError(f"results hold split {split!r} but no dataset split was given for it")
@@ -66,11 +71,27 @@ class Scoreboard:
         if result is None or task not in result.get("predictions", {}):
             return None
         key = (split, model, task)
+        if key not in self._stats and task in _QUERY_TASKS:
+            self._stats[key] = self._query_statistics(split, model, task)
         if key not in self._stats:
             spec = self._spec[split]
             self._stats[key] = task_statistics(task, result["predictions"][task], self._truth[split],
                                                list(spec.class_names), spec.depth_range)
         return self._stats[key][name]
+
+    def _query_statistics(self, split: str, model: str, task: str) -> dict[str, ImageStatistic]:
+        """A query task's statistics; every model of a split must have been asked the same queries."""
+        from banana.evaluation.prompted import query_statistics, query_truth
+
+        asked = self.results[split][model]["queries"][task]
+        pair = (tuple(asked["rows"]), tuple(asked["queries"]))
+        known = self._queries.setdefault((split, task), {})
+        if known and known["asked"] != pair:
+            raise ValueError(f"[{split}] {model} was asked other {task} queries than the other models: "
+                             "a paired comparison needs the same queries (evaluation_queries with one seed)")
+        if not known:
+            known.update(asked=pair, truth=query_truth(self._splits[split], task, *pair))
+        return query_statistics(task, self.results[split][model]["predictions"][task], known["truth"])
 
     def models(self, split: str) -> list[str]:
         return list(self.results[split])
@@ -172,6 +193,8 @@ POINT_METRICS: dict[str, tuple[str, str, bool]] = {
     "depth_delta1_affine": ("depth", "affine.delta1", True),
     "sky_iou": ("depth", "sky.iou", True),
     "normals_mean_deg": ("normals", "mean", False),
+    "instance_pq": ("instance", "pq", True),
+    "referring_miou": ("referring", "miou", True),
 }
 
 
@@ -217,16 +240,22 @@ def point_reading(record: Mapping[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def floor_results(train_split, split, limit: int | None = None, tasks=None) -> dict[str, dict]:
+def floor_results(train_split, split, limit: int | None = None, tasks=None, seed: int = 0) -> dict[str, dict]:
     """Every per-task floor (:mod:`banana.evaluation.floors`) fitted on ``train_split`` and scored on
     the first ``limit`` rows of ``split``: ``{floor name: result}``, ready for :func:`verdict`,
     :func:`comparison_table` and :func:`point_record`. The majority-class floor also answers the
-    unseen-palette setting (it never reads a prompt)."""
+    unseen-palette setting (it never reads a prompt). Query tasks in ``tasks`` add their floors
+    (:mod:`banana.evaluation.prompted`), asked the queries of ``seed``."""
     from banana.evaluation.floors import FLOOR_NAMES, fit_floors
     from banana.evaluation.harness import UNSEEN_TASK, evaluate_specialist
+    from banana.evaluation.prompted import query_floor_results
 
-    out = {}
-    for task, predictor in fit_floors(train_split, tasks=tasks).items():
+    asked = [t for t in (tasks or ()) if t in _QUERY_TASKS]
+    dense = None if tasks is None else [t for t in tasks if t not in _QUERY_TASKS and t != UNSEEN_TASK]
+    out = query_floor_results(train_split, split, asked, limit, seed) if asked else {}
+    if dense == []:
+        return out
+    for task, predictor in fit_floors(train_split, tasks=dense).items():
         result = evaluate_specialist(predictor, split, task, limit=limit)
         if task == "segmentation":
             for key in ("metrics", "predictions", "seconds_per_image"):

@@ -77,7 +77,7 @@ def evaluate_generalist(pipe, split, tasks: Sequence[str] | None = None,
 
 def headline_metrics(metrics: Mapping) -> dict[str, float]:
     """The one-number-per-task summary used in tables: mIoU, depth AbsRel and delta1 (metric),
-    normals mean angular error."""
+    normals mean angular error, instance PQ and referring mIoU."""
     out = {}
     if "segmentation" in metrics:
         out["segmentation mIoU"] = metrics["segmentation"]["miou"]
@@ -86,4 +86,8 @@ def headline_metrics(metrics: Mapping) -> dict[str, float]:
         out["depth delta1"] = metrics["depth"]["metric"]["delta1"]
     if "normals" in metrics:
         out["normals mean angle (deg)"] = metrics["normals"]["mean"]
+    if "instance" in metrics:
+        out["instance PQ"] = metrics["instance"]["pq"]
+    if "referring" in metrics:
+        out["referring mIoU"] = metrics["referring"]["miou"]
     return out

@@ -51,14 +51,17 @@ from banana.evaluation.scoring import label_arrays, score_task   # score_task re
 
 __all__ = ["evaluate_run", "evaluate_pipeline", "evaluate_specialist", "write_evaluation", "recompute_metrics",
            "score_task", "time_predict", "unseen_palette", "UNSEEN_PALETTE_TAG", "METRICS_FILE",
-           "PREDICTIONS_FILE", "UNSEEN_TASK", "EVAL_TASKS"]
+           "PREDICTIONS_FILE", "UNSEEN_TASK", "EVAL_TASKS", "QUERY_EVAL_TASKS"]
 
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.npz"
 #: The key of the unseen-palette segmentation setting in metrics and predictions.
 UNSEEN_TASK = "segmentation_unseen_palette"
-#: Everything an evaluation can score, in the order it is run.
+#: Everything an evaluation scores by default, in the order it is run.
 EVAL_TASKS: tuple[str, ...] = ("segmentation", UNSEEN_TASK, "depth", "normals")
+#: The query tasks (scored when asked: a generator tuned without them cannot answer them;
+#: protocol: :mod:`banana.evaluation.prompted`).
+QUERY_EVAL_TASKS: tuple[str, ...] = ("instance", "referring")
 #: First entropy word of the evaluation palettes' seed sequence (see the module docstring).
 UNSEEN_PALETTE_TAG = 0xE7A1_9A1E
 
@@ -138,12 +141,13 @@ def _available(split, tasks: Sequence[str] | None) -> list[str]:
     """``tasks`` (``None``: every :data:`EVAL_TASKS` entry the split has labels for), checked
     against what the split offers (:func:`banana.real.dataset_spec`)."""
     offered = _spec(split).tasks
-    has = {t: (t if t != UNSEEN_TASK else "segmentation") in offered for t in EVAL_TASKS}
+    every = EVAL_TASKS + QUERY_EVAL_TASKS
+    has = {t: (t if t != UNSEEN_TASK else "segmentation") in offered for t in every}
     if tasks is None:
         return [t for t in EVAL_TASKS if has[t]]
-    unknown = set(tasks) - set(EVAL_TASKS)
+    unknown = set(tasks) - set(every)
     if unknown or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of {EVAL_TASKS}, got {list(tasks)}")
+        raise ValueError(f"tasks must be a non-empty subset of {every}, got {list(tasks)}")
     missing = [t for t in tasks if not has[t]]
     if missing:
         raise ValueError(f"the {_spec(split).name} split has no labels for {missing}; it offers {offered}")
@@ -174,7 +178,7 @@ def evaluate_pipeline(pipe, split, tasks: Sequence[str] | None = None, limit: in
     n = len(split) if limit is None else min(limit, len(split))
     if n == 0:
         raise ValueError("evaluate_pipeline got an empty split (or limit=0)")
-    standard = [t for t in tasks if t != UNSEEN_TASK]
+    standard = [t for t in tasks if t != UNSEEN_TASK and t not in QUERY_EVAL_TASKS]
     results: dict = {"metrics": {}, "predictions": {}, "seconds_per_image": {}, "n_images": n,
                      "palettes": {"canonical": dict(spec.palette)}, "class_names": list(spec.class_names)}
     if standard:
@@ -201,8 +205,28 @@ def evaluate_pipeline(pipe, split, tasks: Sequence[str] | None = None, limit: in
                                                      spec.depth_range)
         results["palettes"]["unseen"] = palettes
         results["palettes"]["unseen_batch"] = np.asarray(batch_of, dtype=np.int64)   # row -> its batch
+    asked = [t for t in tasks if t in QUERY_EVAL_TASKS]
+    if asked:
+        _evaluate_queries(pipe, split, asked, n, batch_size, seed, progress, results, sampling)
     results["metrics"] = {t: results["metrics"][t] for t in tasks}     # the order asked for
     return results
+
+
+def _evaluate_queries(pipe, split, tasks, n, batch_size, seed, progress, results, sampling) -> None:
+    """The query tasks of :func:`evaluate_pipeline`: the same queries for every model
+    (:func:`~banana.evaluation.prompted.evaluation_queries`), batch ``k`` sampled with ``seed + k``."""
+    from banana.evaluation.prompted import answer_queries, evaluation_queries, pipeline_answer, query_truth, score_query_task
+
+    queries = evaluation_queries(split, n, seed)
+    results.setdefault("queries", {})
+    for task in tasks:
+        asked = queries[task]
+        start = time.perf_counter()
+        prediction = answer_queries(pipeline_answer(pipe, task, seed=seed, **sampling), split, task, asked, batch_size)
+        results["seconds_per_image"][task] = (time.perf_counter() - start) / len(asked["rows"])
+        results["predictions"][task] = prediction
+        results["queries"][task] = asked
+        results["metrics"][task] = score_query_task(task, prediction, query_truth(split, task, asked["rows"], asked["queries"]))
 
 
 def evaluate_specialist(model, split, task: str, limit: int | None = None, batch_size: int = 16,
@@ -239,7 +263,7 @@ def evaluate_specialist(model, split, task: str, limit: int | None = None, batch
 def _compact(task: str, prediction: np.ndarray) -> np.ndarray:
     """Labels as uint8 when they fit (0..K-1 and 255 = rejected): 8x smaller, same scores."""
     prediction = np.asarray(prediction)
-    if task in ("segmentation", UNSEEN_TASK) and prediction.size and 0 <= prediction.min() and prediction.max() <= 255:
+    if task in ("segmentation", UNSEEN_TASK, "instance") and prediction.size and 0 <= prediction.min() and prediction.max() <= 255:
         return prediction.astype(np.uint8)
     return prediction
 
@@ -272,6 +296,9 @@ def write_evaluation(out_dir: str | Path, results: Mapping, *, split: str, world
     if "unseen" in palettes:
         per_batch = np.asarray([[p[c] for c in class_names] for p in palettes["unseen"]], np.uint8)
         arrays["palettes_unseen"] = per_batch[np.asarray(palettes["unseen_batch"])]
+    for task, asked in results.get("queries", {}).items():      # the query tasks: which row was asked what
+        arrays[f"{task}_rows"] = np.asarray(asked["rows"], np.int64)
+        arrays[f"{task}_queries"] = np.asarray(asked["queries"], dtype=str)
     np.savez_compressed(out_dir / PREDICTIONS_FILE, **arrays)
 
     metrics = results["metrics"]
@@ -312,7 +339,13 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
             raise ValueError(f"{eval_dir}/{PREDICTIONS_FILE} does not hold rows 0..{n - 1} of the split")
         truth = label_arrays(split, n)
         metrics = {task: score_task(task, stored[task], truth, class_names, spec.depth_range)
-                   for task in record["metrics"]}
+                   for task in record["metrics"] if task not in QUERY_EVAL_TASKS}
+        for task in (t for t in record["metrics"] if t in QUERY_EVAL_TASKS):
+            from banana.evaluation.prompted import query_truth, score_query_task
+
+            rows, queries = stored[f"{task}_rows"].tolist(), stored[f"{task}_queries"].tolist()
+            metrics[task] = score_query_task(task, stored[task], query_truth(split, task, rows, queries))
+        metrics = {task: metrics[task] for task in record["metrics"]}
     return _json_clean(metrics)
 
 

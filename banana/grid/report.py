@@ -147,6 +147,12 @@ def grid_figure(frame, stored: Mapping, figure: Mapping[str, Any]):
                 values = sorted(long[x].unique())
                 ax.set_xticks(values, [f"{v:g}" for v in values])
                 ax.minorticks_off()
+            else:                                # a measured x (seconds): decades only, no crowded minor labels
+                from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
     grid.set_titles("{col_name}")
     grid.set_axis_labels(LABELS.get(x, x), "")
     floors = [m for m in metrics if f"{m}_floor" in frame.columns and frame[f"{m}_floor"].notna().any()]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,8 @@ from torch import nn
 from banana.models.config import GeneratorConfig
 from banana.models.io import load_tensors, read_model_config, save_model_folder
 from banana.models.pixel import BananaGenerator, build_unet
-from banana.tasks import TASKS
+from banana.models.text import InstructionEncoder, InstructionTokenizer
+from banana.tasks import ALL_TASKS, QUERY_TASKS
 
 __all__ = ["Specialist", "specialist_loss", "head_channels", "NULL_TOKENS", "IGNORE_INDEX", "MODEL_FILE",
            "MODEL_CONFIG_FILE"]
@@ -44,10 +45,11 @@ def _num_classes() -> int:
 
 
 def head_channels(task: str) -> int:
-    """Output channels of the task head: K logits / log depth + sky logit / a 3-vector."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
-    return {"segmentation": _num_classes(), "depth": 2, "normals": 3}[task]
+    """Output channels of the task head: K logits / log depth + sky logit / a 3-vector / the
+    instance codec's RGB (its colours regressed, decoded by clustering) / one referred-mask logit."""
+    if task not in ALL_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")
+    return {"segmentation": _num_classes(), "depth": 2, "normals": 3, "instance": 3, "referring": 1}[task]
 
 
 class Specialist(nn.Module):
@@ -69,6 +71,14 @@ class Specialist(nn.Module):
                                                      out_channels=head_channels(task))
         del reference
         self.text_state = nn.Parameter(torch.randn(1, NULL_TOKENS, backbone.text_dim) * 0.02)
+        #: A query-task specialist must read its class or expression: it gets the generalist's
+        #: tokenizer and text encoder (same vocabulary and architecture) instead of a constant state.
+        self.reads_prompt = task in QUERY_TASKS
+        if self.reads_prompt:
+            self.tokenizer = InstructionTokenizer(backbone.vocabulary, backbone.max_tokens)
+            self.text_encoder = InstructionEncoder(vocab_size=self.tokenizer.vocab_size, dim=backbone.text_dim,
+                                                   layers=backbone.text_layers, heads=backbone.text_heads,
+                                                   max_tokens=backbone.max_tokens)
         #: How the weights were initialised (set by :meth:`from_config`; ``None``: not recorded, e.g.
         #: after :meth:`from_pretrained`, whose weights are the trained ones anyway).
         self.init_record: dict | None = None
@@ -140,6 +150,9 @@ class Specialist(nn.Module):
                 continue
             values += tensor.numel()
         self.unet.load_state_dict(ours, strict=True)
+        if self.reads_prompt:        # the same text encoder, so it reads prompts as the base learned to
+            self.text_encoder.load_state_dict(base.text_encoder.state_dict())
+            copied.append("text_encoder")
         return {"init_from": source,
                 "copied_tensors": len(copied) + len(partial),
                 "copied_values": int(values),
@@ -165,11 +178,21 @@ class Specialist(nn.Module):
     def resolution(self) -> int:
         return self.backbone.resolution
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
         batch = images.shape[0]
         timesteps = torch.zeros(batch, dtype=torch.long, device=images.device)
+        if self.reads_prompt:
+            if prompts is None or len(prompts) != batch:
+                raise ValueError(f"a {self.task} specialist reads one prompt per image: got "
+                                 f"{None if prompts is None else len(prompts)} for {batch} images")
+            tokens = {k: v.to(images.device) for k, v in self.tokenizer(list(prompts)).items()}
+            states = self.text_encoder(**tokens).to(images.dtype)
+            return self.unet(images, timesteps, encoder_hidden_states=states,
+                             encoder_attention_mask=tokens["attention_mask"]).sample
+        if prompts is not None:
+            raise ValueError(f"a {self.task} specialist reads no prompt")
         states = self.text_state.expand(batch, -1, -1).to(images.dtype)
         return self.unet(images, timesteps, encoder_hidden_states=states).sample
 
@@ -181,6 +204,12 @@ class Specialist(nn.Module):
         """Raw head outputs -> labels int64 ``[B, H, W]`` / metres float32 ``[B, H, W]`` (``inf`` =
         sky) / unit normals float32 ``[B, 3, H, W]``."""
         outputs = outputs.float()
+        if self.task == "instance":      # the generalist's decoder, on the regressed colours
+            from banana.tasks import decode_prediction
+
+            return decode_prediction("instance", outputs.sigmoid())
+        if self.task == "referring":
+            return outputs[:, 0] > 0
         if self.task == "segmentation":
             return outputs.argmax(dim=1)
         if self.task == "depth":
@@ -189,13 +218,16 @@ class Specialist(nn.Module):
         return F.normalize(outputs, dim=1, eps=1e-8)
 
     @torch.no_grad()
-    def predict(self, images, max_batch: int = 256) -> torch.Tensor:
+    def predict(self, images, prompts: Sequence[str] | None = None, max_batch: int = 256) -> torch.Tensor:
         """Images (uint8 0..255 or float in [0, 1], ``[B, 3, H, W]`` or ``[3, H, W]``, validated like
-        the pipeline's) -> the prediction, on the model's device."""
+        the pipeline's) -> the prediction, on the model's device. A query-task specialist takes
+        one prompt per image (:func:`banana.tasks.task_prompt` with the query)."""
         from banana.models.images import prepare_images, to_model_range
 
         images = to_model_range(prepare_images(images, self.resolution).to(self.device))
-        return torch.cat([self.decode(self(chunk)) for chunk in images.split(max_batch)])
+        chunks = [(lo, images[lo:lo + max_batch]) for lo in range(0, len(images), max_batch)]
+        return torch.cat([self.decode(self(chunk, None if prompts is None else list(prompts)[lo:lo + len(chunk)]))
+                          for lo, chunk in chunks])
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -226,6 +258,9 @@ def specialist_loss(task: str, outputs: torch.Tensor, target: torch.Tensor
     * depth: ``|log d_pred - log d|`` over finite positive target pixels (``log_l1``) + BCE of the
       sky logit against ``isinf(d)`` over all pixels (``sky``).
     * normals: ``1 - cos`` over pixels whose target has norm > 0.5 (``angular``).
+    * instance: L1 between the sigmoid of the head and the instance codec's RGB target ``[B, 3, H, W]``
+      in [0, 1] (``l1``).
+    * referring: BCE of the logit against the referred mask ``[B, H, W]`` (``bce``).
 
     An example without a valid pixel contributes 0 (never NaN).
     """
@@ -255,4 +290,10 @@ def specialist_loss(task: str, outputs: torch.Tensor, target: torch.Tensor
         cosine = F.cosine_similarity(outputs, target, dim=1, eps=1e-8)
         angular = masked_mean(1.0 - cosine, valid)
         return angular, {"angular": angular}
-    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if task == "instance":
+        l1 = (outputs.sigmoid() - target.float()).abs().flatten(1).mean(1)
+        return l1, {"l1": l1}
+    if task == "referring":
+        bce = F.binary_cross_entropy_with_logits(outputs[:, 0], target.float(), reduction="none").flatten(1).mean(1)
+        return bce, {"bce": bce}
+    raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")

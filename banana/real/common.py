@@ -92,11 +92,11 @@ class DatasetSpec:
 
 
 def world_spec() -> DatasetSpec:
-    """The synthetic world's spec: every task, ``CLASS_NAMES``, the canonical palette, its depth range."""
-    from banana.tasks import TASKS
+    """The synthetic world's spec: every task (query tasks too), ``CLASS_NAMES``, the canonical palette, its depth range."""
+    from banana.tasks import ALL_TASKS
     from banana.world import CANONICAL_PALETTE, CLASS_NAMES, MAX_DEPTH, MIN_DEPTH
 
-    return DatasetSpec("world", tuple(TASKS), tuple(CLASS_NAMES), CANONICAL_PALETTE,
+    return DatasetSpec("world", tuple(ALL_TASKS), tuple(CLASS_NAMES), CANONICAL_PALETTE,
                        min_depth=MIN_DEPTH, max_depth=MAX_DEPTH)
 
 

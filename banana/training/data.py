@@ -12,8 +12,9 @@ the model changes. So the two knobs that matter live here:
     condition = zeros, prompt = the scene's description.
   - **vision** (image + instruction -> label picture): condition = the image, target =
     ``encode_target(task, sample, palette)``, prompt = ``task_prompt(task, rng, palette)``.
-    The task is drawn uniformly from :data:`banana.tasks.TASKS` (those the split has labels for:
-    :func:`banana.real.dataset_spec`); for segmentation the palette is a fresh
+    The task is drawn uniformly from ``tasks`` (default :data:`banana.tasks.TASKS`, those the split
+    has labels for: :func:`banana.real.dataset_spec`; the query tasks ``instance`` and
+    ``referring`` draw their class or expression with :func:`banana.tasks.draw_query`); for segmentation the palette is a fresh
     :func:`banana.codecs.random_palette` of the split's classes with probability
     ``random_palette_prob`` (so the model must *read* colours from the prompt), else the split's
     canonical palette (the world's: :data:`banana.world.CANONICAL_PALETTE`).
@@ -62,10 +63,10 @@ __all__ = ["GENERATION", "VISION", "KINDS", "ExampleKey", "BananaExamples", "Mix
 #: The two sources of a batch slot.
 GENERATION, VISION = "generation", "vision"
 #: The ``kind`` an example reports: the generation kind or its vision task.
-KINDS: tuple[str, ...] = (GENERATION, "segmentation", "depth", "normals")
+KINDS: tuple[str, ...] = (GENERATION, "segmentation", "depth", "normals", "instance", "referring")
 
 _SAMPLER_TAG = 0xBA7C4
-_FIELDS = ("image", "depth", "normals", "semantic", "description")  # separates the sampler's seed stream from the examples' streams
+_FIELDS = ("image", "depth", "normals", "semantic", "description", "instance", "objects")  # separates the sampler's seed stream from the examples' streams
 
 
 class ExampleKey(NamedTuple):
@@ -98,7 +99,7 @@ class BananaExamples(Dataset):
                  drop_text_prob: float = 0.0, drop_image_prob: float = 0.0, drop_both_prob: float = 0.0,
                  tasks: Sequence[str] | None = None, in_memory: bool = True, depth_codec: str = "metric",
                  binary_prompt_prob: float = 0.0, absent_class_prob: float = 0.0):
-        from banana.tasks import TASKS
+        from banana.tasks import ALL_TASKS, TASKS
 
         for name, value in (("random_palette_prob", random_palette_prob), ("binary_prompt_prob", binary_prompt_prob),
                             ("absent_class_prob", absent_class_prob)):
@@ -112,9 +113,9 @@ class BananaExamples(Dataset):
         #: what the split offers (real datasets: banana.real; the world: every task, CLASS_NAMES)
         self.spec = dataset_spec(split)
         self.tasks = tuple(tasks) if tasks is not None else tuple(t for t in TASKS if t in self.spec.tasks)
-        unknown = set(self.tasks) - set(TASKS)
+        unknown = set(self.tasks) - set(ALL_TASKS)
         if not self.tasks or unknown:
-            raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.tasks}")
+            raise ValueError(f"tasks must be a non-empty subset of {ALL_TASKS}, got {self.tasks}")
         missing = sorted(set(self.tasks) - set(self.spec.tasks))
         if missing:
             raise ValueError(f"the {self.spec.name} split has no labels for {missing}; it offers {self.spec.tasks}")
@@ -164,13 +165,22 @@ class BananaExamples(Dataset):
     def vision(self, index: int, draw: int = 0, task: str | None = None) -> dict:
         """Image + instruction -> the label drawn as RGB. ``task=None`` draws one uniformly."""
         from banana.codecs import random_palette
-        from banana.tasks import encode_target, task_prompt
+        from banana.tasks import QUERY_TASKS, draw_query, encode_target, task_prompt
 
         sample = self.sample(index)
         drawn, rng = self.drawn_task(index, draw)
         task = task or drawn
         if task not in self.spec.tasks:
             raise ValueError(f"the {self.spec.name} split has no {task!r} labels; it offers {self.spec.tasks}")
+        if task in QUERY_TASKS:
+            query = draw_query(task, sample, rng)
+            if query is None:               # no expression picks one object of this scene: ask for instances
+                task, query = "instance", draw_query("instance", sample, rng)
+            target = encode_target(task, sample, query=query)
+            example = {"target": to_model_range(torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))),
+                       "condition": to_model_range(np.asarray(sample["image"], dtype=np.uint8)),
+                       "prompt": task_prompt(task, rng, query=query), "kind": task}
+            return self._dropout(example, index, draw)
         palette = None
         # (no draw when the option is off: the stream of every earlier recipe is unchanged)
         if task == "segmentation" and self.binary_prompt_prob > 0 and rng.random() < self.binary_prompt_prob:

@@ -111,6 +111,7 @@ class TrainConfig(SerializableConfig):
     binary_prompt_prob: float = 0.0          # segmentation: one class in one random colour, the rest black
     absent_class_prob: float = 0.0           # of those, the share naming a class the scene lacks (all-black target)
     depth_codec: str = "metric"              # "metric" (paper: power warp + cube walk) | "affine-gray" (Marigold)
+    tasks: tuple[str, ...] = ("segmentation", "depth", "normals")   # vision tasks of the mix (banana.tasks.ALL_TASKS)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -133,8 +134,11 @@ class TrainConfig(SerializableConfig):
         if self.stage == "pretrain" and (self.mixing_ratio != 0 or self.tuning != "full"):
             raise ValueError("stage='pretrain' trains on generation data only with full tuning: "
                              f"got mixing_ratio={self.mixing_ratio}, tuning={self.tuning!r}")
-        from banana.tasks import DEPTH_CODECS
+        from banana.tasks import ALL_TASKS, DEPTH_CODECS
 
+        object.__setattr__(self, "tasks", tuple(self.tasks))     # a list from JSON -> the tuple it was
+        if not self.tasks or set(self.tasks) - set(ALL_TASKS) or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct names from {ALL_TASKS}, got {self.tasks}")
         if self.depth_codec not in DEPTH_CODECS:
             raise ValueError(f"depth_codec must be one of {sorted(DEPTH_CODECS)}, got {self.depth_codec!r}")
         from banana.training.recipe import CONDITION_INITS, LORA_PRESETS, VISION_TIMESTEPS

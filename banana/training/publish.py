@@ -21,7 +21,7 @@ from banana.paths import GENERATORS_DIR, shipped_generator_dir, study_model_dir 
 SAME_RUN_FIELDS = ("stage", "tuning", "mixing_ratio", "seed", "batch_size", "lora_rank", "lora_preset", "condition_init",
                    "vision_timesteps", "loss_normalisation", "task_loss_weight", "learning_rate", "weight_decay",
                    "ema_decay", "drop_text_prob", "drop_image_prob", "drop_both_prob", "random_palette_prob",
-                   "binary_prompt_prob", "absent_class_prob", "depth_codec", "profile")
+                   "binary_prompt_prob", "absent_class_prob", "depth_codec", "profile", "tasks")
 
 #: Prompts for the card's sample grid. The first four name combinations that occur in training;
 #: the last four name held-out (shape, colour) pairs that never occur in train/val/test.
@@ -144,7 +144,8 @@ def shipped_study_run(profile: str, config, name: str = "generalist") -> Path | 
     folder = study_model_dir(name, profile)
     if not (folder / "config.json").is_file():
         return None
-    stored = json.loads((folder / "config.json").read_text())["train"]
+    # A field a stored config predates has its default (read_config does the same).
+    stored = type(config).from_dict(json.loads((folder / "config.json").read_text())["train"]).to_dict()
     wanted = config.to_dict()
     same = all(stored.get(field) == wanted.get(field) for field in SAME_RUN_FIELDS)
     every_scene = (None, WORLD_PRESETS[profile].n_train)          # labeled_scenes that mean "all of the split"

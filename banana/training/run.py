@@ -64,6 +64,7 @@ import torch
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from banana.tasks import TASKS
 from banana.training.data import BananaExamples, MixedBatchSampler, make_dataloader
 from banana.training.module import BananaModule, TrainConfig
 from banana.training.rundir import (CHECKPOINT_DIR, LAST_CHECKPOINT, ThroughputMeter, check_resume, fit_resumable,
@@ -219,7 +220,9 @@ def train(config: TrainConfig, run_dir: str | Path, generator=None, world_dir: s
                               depth_codec=config.depth_codec,
                               drop_text_prob=config.drop_text_prob, drop_image_prob=config.drop_image_prob,
                               drop_both_prob=config.drop_both_prob, binary_prompt_prob=config.binary_prompt_prob,
-                              absent_class_prob=config.absent_class_prob)
+                              absent_class_prob=config.absent_class_prob,
+                              # the default mix: every dense task the split has labels for (a real data set may lack some)
+                              tasks=None if config.tasks == TASKS else config.tasks)
     module = BananaModule(generator, config)
     datamodule = MixedDataModule(examples, config)
     meter = ThroughputMeter()

@@ -10,8 +10,10 @@ specific reading:
 * ``shape_position``: "the box on the left" / "the box in the middle"
 * ``color``: "the red object"
 * ``shape``: "the cylinder"
-* ``nearest`` / ``farthest``: "the object nearest the camera" (only when the runner-up is at
-  least :data:`DEPTH_MARGIN` metres farther / nearer, so the answer is not a coin toss)
+* ``nearest`` / ``farthest``: "the object near the camera" / "the object far from the camera" (only
+  when the runner-up is at least :data:`DEPTH_MARGIN` metres farther / nearer, so the answer is
+  not a coin toss; worded with the generators' vocabulary, which has "near" and "far" but no
+  superlatives: a pretrained base cannot learn new words)
 
 A held-out scene's expressions that name one of :data:`~banana.world.HELD_OUT_COMBINATIONS` are
 held-out expressions: text whose colour-shape pair no training scene contains.
@@ -97,9 +99,9 @@ def referring_expressions(objects: str | Sequence[Mapping[str, Any]], min_pixels
         by_depth = sorted(visible, key=lambda o: -float(o["position_camera"][2]))     # camera looks down -z
         depth = [-float(o["position_camera"][2]) for o in by_depth]
         if depth[1] - depth[0] >= DEPTH_MARGIN and int(by_depth[0]["pixel_count"]) >= min_pixels:
-            out.append(Referral("the object nearest the camera", int(by_depth[0]["instance_id"]), "nearest"))
+            out.append(Referral("the object near the camera", int(by_depth[0]["instance_id"]), "nearest"))
         if depth[-1] - depth[-2] >= DEPTH_MARGIN and int(by_depth[-1]["pixel_count"]) >= min_pixels:
-            out.append(Referral("the object farthest from the camera", int(by_depth[-1]["instance_id"]), "farthest"))
+            out.append(Referral("the object far from the camera", int(by_depth[-1]["instance_id"]), "farthest"))
     return out
 
 

@@ -20,7 +20,7 @@ from banana.cli import main
 from banana.evaluation.harness import evaluate_pipeline, recompute_metrics, unseen_palette, write_evaluation
 from banana.real import (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, EIGEN_CROP, build_cityscapes, build_nyuv2,
                          dataset_spec, label_ids_to_train_ids, load_real)
-from banana.tasks import TASKS, decode_prediction, encode_target
+from banana.tasks import ALL_TASKS, TASKS, decode_prediction, encode_target
 from banana.training.data import BananaExamples, MixedBatchSampler, make_dataloader
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -287,7 +287,7 @@ def test_world_spec_is_unchanged(split):
     from banana.world import CANONICAL_PALETTE, CLASS_NAMES
 
     spec = dataset_spec(split)
-    assert spec.tasks == TASKS and spec.class_names == CLASS_NAMES and dict(spec.palette) == CANONICAL_PALETTE
+    assert spec.tasks == ALL_TASKS and spec.class_names == CLASS_NAMES and dict(spec.palette) == CANONICAL_PALETTE
 
 
 def test_cli_builds_and_reports_errors(tmp_path, cityscapes_root, capsys):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -23,14 +25,17 @@ import torch
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-__all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "ThroughputMeter", "check_resume", "write_run_files",
+__all__ = ["CHECKPOINT_DIR", "LAST_CHECKPOINT", "PREVIOUS_CHECKPOINT", "KeepPreviousCheckpoint", "keep_previous",
+           "load_resumable", "ThroughputMeter", "check_resume", "write_run_files",
            "is_global_zero", "keep_determinism_setting", "make_trainer", "fit_resumable", "read_loss_log",
            "mean_last", "throughput_record", "plot_loss_curve"]
 
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+#: The checkpoint before ``last.ckpt``, kept so that a damaged last one costs one interval, not the run.
+PREVIOUS_CHECKPOINT = "previous.ckpt"
 
 
 class ThroughputMeter(Callback):
@@ -116,9 +121,59 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
+def keep_previous(checkpoint: Path) -> None:
+    """Before ``checkpoint`` (``last.ckpt``) is replaced: hard-link (or copy) it to
+    ``previous.ckpt`` through a temporary name, so one of the two is complete at every moment.
+    Lightning writes the new ``last.ckpt`` atomically (a temporary file moved into place)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        return
+    previous, temporary = checkpoint.with_name(PREVIOUS_CHECKPOINT), checkpoint.with_name(PREVIOUS_CHECKPOINT + ".tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(checkpoint, temporary)
+    except OSError:                       # no hard links on this filesystem
+        shutil.copy2(checkpoint, temporary)
+    os.replace(temporary, previous)
+
+
+class KeepPreviousCheckpoint(ModelCheckpoint):
+    """Lightning's checkpoint callback, keeping the checkpoint before ``last.ckpt`` (:func:`keep_previous`)."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        if Path(filepath).name == LAST_CHECKPOINT and trainer.is_global_zero:
+            keep_previous(Path(filepath))
+        super()._save_checkpoint(trainer, filepath)
+
+
+def load_resumable(checkpoint: Path) -> tuple[Path, dict]:
+    """``(path, state)`` of the checkpoint a run resumes from: ``last.ckpt``, or, when it cannot be
+    read (a kill during a write on a filesystem without atomic renames, a full disk), the kept
+    ``previous.ckpt``, with a warning saying from which step the run restarts."""
+    checkpoint = Path(checkpoint)
+    previous = checkpoint.with_name(PREVIOUS_CHECKPOINT)
+    try:
+        return checkpoint, torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as error:
+        if not previous.is_file():
+            raise RuntimeError(f"{checkpoint} cannot be read ({type(error).__name__}: {error}) and no "
+                               f"{PREVIOUS_CHECKPOINT} was kept: delete {checkpoint.parent} to restart the run "
+                               "from step 0") from error
+        try:
+            state = torch.load(previous, map_location="cpu", weights_only=False)
+        except Exception as second:
+            raise RuntimeError(f"both {checkpoint} ({error}) and {previous} ({second}) cannot be read: delete "
+                               f"{checkpoint.parent} to restart the run from step 0") from second
+        warnings.warn(f"{checkpoint} cannot be read ({type(error).__name__}: {error}); resuming from {previous} "
+                      f"at step {int(state['global_step'])}: the steps after it (at most one checkpoint interval) "
+                      "are redone", stacklevel=3)
+        return previous, state
+
+
 def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Callback], progress: bool) -> L.Trainer:
     """The Trainer every banana run uses: deterministic (warn-only on GPU, where some kernels have no
-    deterministic version), CSV logs and ``checkpoints/last.ckpt`` in ``run_dir``.
+    deterministic version), CSV logs (``logs/``), TensorBoard event files (``tensorboard/``) and
+    ``checkpoints/last.ckpt`` (with ``previous.ckpt``, :func:`keep_previous`) in ``run_dir``.
     ``config`` needs ``precision``, ``log_every``, ``grad_clip`` and ``checkpoint_every``; its
     ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` (default: one device) are used
     when present. Lightning's distributed sampler is off: :class:`MixedDataModule` gives each rank
@@ -133,10 +188,13 @@ def make_trainer(run_dir: Path, max_steps: int, config, callbacks: Sequence[Call
         devices=getattr(config, "devices", 1), num_nodes=getattr(config, "num_nodes", 1),
         strategy=getattr(config, "strategy", "auto"),
         deterministic="warn" if torch.cuda.is_available() else True, precision=config.precision,
-        logger=CSVLogger(run_dir, name="logs"), log_every_n_steps=config.log_every,
+        # CSV for the package's own readers (loss curves, metrics.json); TensorBoard for people:
+        # `tensorboard --logdir runs/` shows every run
+        logger=[CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard", default_hp_metric=False)],
+        log_every_n_steps=config.log_every,
         gradient_clip_val=config.grad_clip, use_distributed_sampler=False,
-        callbacks=[ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
-                                   save_top_k=0, every_n_train_steps=config.checkpoint_every), *callbacks],
+        callbacks=[KeepPreviousCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step-{step}", save_last=True,
+                                          save_top_k=0, every_n_train_steps=config.checkpoint_every), *callbacks],
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=run_dir,
     )
 
@@ -153,7 +211,7 @@ def fit_resumable(trainer, module, datamodule, model, checkpoint: Path, resuming
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch.*")
         warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False) if resuming else None
+        resume_from, state = load_resumable(checkpoint) if resuming else (None, None)
         start_step = int(state["global_step"]) if resuming else 0
         if start_step > max_steps:
             raise ValueError(f"{run_dir} is already at step {start_step} > max_steps={max_steps}")
@@ -163,10 +221,12 @@ def fit_resumable(trainer, module, datamodule, model, checkpoint: Path, resuming
         else:
             model.train()   # from_pretrained returns eval mode; Lightning keeps modules' modes
             del state
-            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint if resuming else None)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
             if trainer.interrupted:
                 raise KeyboardInterrupt(f"training was interrupted at step {trainer.global_step}; "
                                         f"run train() again on {run_dir} to resume from the last checkpoint")
+            if trainer.is_global_zero:
+                keep_previous(checkpoint)
             trainer.save_checkpoint(checkpoint, weights_only=False)
             steps_done = trainer.global_step
 

@@ -170,8 +170,39 @@ def load_world(path: str | os.PathLike):
 
     path = Path(path)
     _check_world_dir(path)
-    ds = load_from_disk(str(path))
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as error:              # pyarrow / JSON errors of a damaged build name no file
+        raise ValueError(_damaged_world_message(path, error)) from error
     return ds.with_format("numpy", dtype=None)
+
+
+def _damaged_world_message(path: Path, error: Exception) -> str:
+    """Which files of a world folder are damaged (empty or unreadable Arrow shards, bad JSON), and
+    the command that rebuilds it (a build with the same config would reuse the damaged folder)."""
+    import pyarrow as pa
+
+    damaged = []
+    for shard in sorted(path.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(shard)) as source:
+                pa.ipc.open_stream(source).read_all()
+        except Exception:
+            damaged.append(str(shard))
+    for meta in sorted(path.rglob("*.json")):
+        try:
+            json.loads(meta.read_text())
+        except (ValueError, OSError):
+            damaged.append(str(meta))
+    try:
+        config = json.loads((path / "world_config.json").read_text())["config"]
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items())
+        rebuild = f"rm -rf {path} && banana world build --out {path} {flags}"
+    except (ValueError, OSError, KeyError):
+        rebuild = f"rm -rf {path} && banana world build --out {path} --profile PROFILE"
+    files = ", ".join(damaged) if damaged else "no single file could be blamed"
+    return (f"the world at {path} is damaged ({type(error).__name__}: {error}); damaged: {files}. "
+            f"Rebuild it (it is a pure function of its config): {rebuild}")
 
 
 def _differences(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

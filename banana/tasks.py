@@ -66,13 +66,13 @@ REFERRING_PROMPTS: tuple[str, ...] = (
     "Generate a white mask of {expression} on black.",
     "Render {expression} white on black.",
 )
-#: Colours the query tasks' prompts name (the instance background; referred object and the rest).
+#: Colours the query tasks' prompts name: the instance background; the referred object and the rest.
 INSTANCE_BACKGROUND = (0, 0, 0)
+REFERRING_COLORS = {"referred": (255, 255, 255), "rest": (0, 0, 0)}
 #: Decoded instance clusters smaller than this are speckle, not instances. Measured on 48 cpu test
 #: scenes (8-bit, PQ of the exact answer): 1 px gives 1.000 / 0.807 / 0.300 at colour noise
 #: std 0 / 0.05 / 0.1, 4 px 1.000 / 1.000 / 0.437 (6 px loses small true instances: 0.985 at 0).
 INSTANCE_MIN_PIXELS = 4
-REFERRING_COLORS = {"referred": (255, 255, 255), "rest": (0, 0, 0)}
 #: Depth codecs a generator can be trained with (``TrainConfig.depth_codec``): the paper's metric
 #: power warp + RGB-cube walk, or Marigold's per-image affine-normalised grey ramp (relative depth:
 #: decodes to [0, 1], scored after affine alignment).
@@ -124,6 +124,19 @@ def depth_codec(name: str = "metric"):
     if name not in DEPTH_CODECS:
         raise ValueError(f"unknown depth codec {name!r}; choose from {sorted(DEPTH_CODECS)}")
     return DepthCodec(**DEPTH_CODECS[name])
+
+
+def query_codec(task: str):
+    """The codec of a query task, as its prompts name it: :class:`~banana.codecs.InstanceCodec` on
+    :data:`INSTANCE_BACKGROUND` (speckle under :data:`INSTANCE_MIN_PIXELS` dropped) or
+    :class:`~banana.codecs.MaskCodec` in :data:`REFERRING_COLORS`."""
+    from banana.codecs import InstanceCodec, MaskCodec
+
+    if task == "instance":
+        return InstanceCodec(INSTANCE_BACKGROUND, min_pixels=INSTANCE_MIN_PIXELS)
+    if task == "referring":
+        return MaskCodec(REFERRING_COLORS["referred"], REFERRING_COLORS["rest"])
+    raise ValueError(f"{task!r} is not a query task; those are {QUERY_TASKS}")
 
 
 def query_prompts(task: str, query, count: int) -> list[str]:
@@ -182,13 +195,11 @@ def encode_target(task: str, sample: Mapping[str, np.ndarray], palette: Mapping 
     """The world sample's exact label for ``task`` as the RGB picture the generator must draw
     (float32 ``[3, H, W]`` in [0, 1]). ``depth`` names the depth codec (:data:`DEPTH_CODECS`);
     ``query`` is the query tasks' class or expression (:func:`query_target`)."""
-    from banana.codecs import InstanceCodec, MaskCodec, NormalsCodec, SegmentationCodec
+    from banana.codecs import NormalsCodec, SegmentationCodec
 
     _check_task(task)
-    if task == "instance":
-        return InstanceCodec(INSTANCE_BACKGROUND).encode(query_target(task, sample, query))
-    if task == "referring":
-        return MaskCodec(REFERRING_COLORS["referred"], REFERRING_COLORS["rest"]).encode(query_target(task, sample, query))
+    if task in QUERY_TASKS:
+        return query_codec(task).encode(query_target(task, sample, query))
     if task == "segmentation":
         if palette is None:
             raise ValueError("encoding a segmentation target needs its palette")
@@ -203,13 +214,11 @@ def decode_prediction(task: str, rgb: np.ndarray | torch.Tensor, palette: Mappin
     """A generated picture ``[..., 3, H, W]`` -> labels ``[..., H, W]`` / metres ``[..., H, W]``
     (relative depth in [0, 1] for ``depth="affine-gray"``) / unit normals ``[..., 3, H, W]`` /
     instance ids ``[..., H, W]`` (0 = background) / referred mask ``[..., H, W]`` (bool)."""
-    from banana.codecs import InstanceCodec, MaskCodec, NormalsCodec, SegmentationCodec
+    from banana.codecs import NormalsCodec, SegmentationCodec
 
     _check_task(task)
-    if task == "instance":
-        return InstanceCodec(INSTANCE_BACKGROUND, min_pixels=INSTANCE_MIN_PIXELS).decode(rgb)
-    if task == "referring":
-        return MaskCodec(REFERRING_COLORS["referred"], REFERRING_COLORS["rest"]).decode(rgb)
+    if task in QUERY_TASKS:
+        return query_codec(task).decode(rgb)
     if task == "segmentation":
         if palette is None:
             raise ValueError("decoding a segmentation picture needs the palette its prompt named")

@@ -25,6 +25,41 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def simulated_kill():
+    """``simulated_kill(at=N)``: a Lightning callback that raises ``RuntimeError("simulated kill")``
+    at the start of step ``N``, standing in for a kill in the middle of a run."""
+    from lightning.pytorch.callbacks import Callback
+
+    class SimulatedKill(Callback):
+        def __init__(self, at: int):
+            self.at = at
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == self.at:
+                raise RuntimeError("simulated kill")
+
+    return SimulatedKill
+
+
+@pytest.fixture(scope="session")
+def fit_steps():
+    """``fit_steps(module, batch, steps)``: ``steps`` optimiser steps of ``module.training_step`` on
+    one fixed batch (the "can learn" tests' loop); returns the losses."""
+    def fit(module, batch, steps):
+        optimizer = module.configure_optimizers()["optimizer"]
+        losses = []
+        for step in range(steps):
+            loss = module.training_step(batch, step)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    return fit
+
+
+@pytest.fixture(scope="session")
 def world_dir(tmp_path_factory):
     """One smoke world for the whole session (read-only for the tests that use it)."""
     from banana.world import WORLD_PRESETS, build_world

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -197,16 +196,7 @@ def test_replayed_stream_is_the_generalists_vision_examples(split):
 
 
 # ------------------------------------------------------------------------------------------ runs
-class _Crash(L.pytorch.callbacks.Callback):
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated kill")
-
-
-def test_matched_specialist_run_directory_and_exact_resume(tmp_path, generalist_run, world_dir):
+def test_matched_specialist_run_directory_and_exact_resume(tmp_path, generalist_run, world_dir, simulated_kill):
     config = matched_config(generalist_run, "depth", batch_size=2, checkpoint_every=2, log_every=1)
     train_config, generator_config = read_config(generalist_run)
     assert config.backbone_config() == generator_config and config.seed == train_config.seed
@@ -230,7 +220,7 @@ def test_matched_specialist_run_directory_and_exact_resume(tmp_path, generalist_
 
     # killed at the start of the third step (last checkpoint: after step 2), then the same call again
     with pytest.raises(RuntimeError, match="simulated kill"):
-        train_specialist(config, tmp_path / "killed", progress=False, callbacks=[_Crash(at=2)])
+        train_specialist(config, tmp_path / "killed", progress=False, callbacks=[simulated_kill(at=2)])
     assert not (tmp_path / "killed" / "model").exists()
     killed = train_specialist(config, tmp_path / "killed", progress=False)
     resumed = json.loads((killed / "metrics.json").read_text())

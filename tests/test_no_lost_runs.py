@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 
-import lightning as L
 import pytest
 import torch
 
@@ -19,24 +18,13 @@ SMOKE = dict(stage="tune", tuning="full", mixing_ratio=0.5, profile="smoke", bat
              learning_rate=1e-3, ema_decay=0.9, max_steps=6, checkpoint_every=2)
 
 
-class _Crash(L.pytorch.callbacks.Callback):
-    """Simulates a kill at the start of step ``at``."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated kill")
-
-
 def _weights(run_dir):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == SMOKE["max_steps"]
     return state["state_dict"]
 
 
-def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, world_dir):
+def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, world_dir, simulated_kill):
     base = tmp_path / "base"
     BananaGenerator.from_preset("smoke", seed=0).save_pretrained(base)
     config = TrainConfig(**SMOKE)
@@ -45,7 +33,7 @@ def test_a_truncated_last_checkpoint_resumes_from_the_previous_one(tmp_path, wor
     assert list(straight.glob("tensorboard/version_0/events.out.tfevents.*"))      # `tensorboard --logdir runs/`
 
     with pytest.raises(RuntimeError, match="simulated kill"):       # checkpoints at steps 2 and 4, killed in step 5
-        train(config, tmp_path / "killed", generator=base, world_dir=world_dir, progress=False, callbacks=[_Crash(at=5)])
+        train(config, tmp_path / "killed", generator=base, world_dir=world_dir, progress=False, callbacks=[simulated_kill(at=5)])
     checkpoints = tmp_path / "killed" / "checkpoints"
     assert torch.load(checkpoints / "previous.ckpt", weights_only=False)["global_step"] == 2
     data = (checkpoints / "last.ckpt").read_bytes()

@@ -107,7 +107,7 @@ def test_the_mix_draws_the_query_tasks_only_when_asked(split):
 
 
 @pytest.mark.parametrize("task", QUERY_TASKS)
-def test_a_tiny_model_learns_a_query_task_through_the_recipe(split, task):
+def test_a_tiny_model_learns_a_query_task_through_the_recipe(split, task, fit_steps):
     """BananaModule.training_step on four fixed examples: the loss falls to a fifth and the 1-step
     x0 answer at t = T-1 moves toward the targets."""
     torch.manual_seed(0)
@@ -116,7 +116,6 @@ def test_a_tiny_model_learns_a_query_task_through_the_recipe(split, task):
                          batch_size=4, tuning="full", vision_timesteps="terminal", condition_init="zeros",
                          tasks=(task,))
     module = BananaModule(gen, config)
-    optimizer = module.configure_optimizers()["optimizer"]
     examples = BananaExamples(split, seed=0, drop_text_prob=0.0, drop_image_prob=0.0, drop_both_prob=0.0, tasks=(task,))
     batch = collate_examples([examples.vision(i, 0) for i in range(4)])
 
@@ -128,13 +127,8 @@ def test_a_tiny_model_learns_a_query_task_through_the_recipe(split, task):
             return (gen(module.noise_scheduler.add_noise(batch["target"], noise, t), t, batch["condition"], states, mask)
                     - batch["target"]).pow(2).mean().item()
 
-    start, losses = x0_error(), []
-    for step in range(80):
-        loss = module.training_step(batch, step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    start = x0_error()
+    losses = fit_steps(module, batch, 80)
     assert sum(losses[-5:]) / 5 < 0.2 * sum(losses[:5]) / 5, losses[::10]
     assert x0_error() < 0.5 * start
 

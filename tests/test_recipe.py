@@ -124,7 +124,7 @@ def _vision_batch(split, n=4, **options):
     {"tuning": "full", "vision_timesteps": "terminal", "condition_init": "zeros", "binary_prompt_prob": 1.0,
      "absent_class_prob": 0.25, "random_palette_prob": 1.0},
 ], ids=["terminal-zeros", "high-copy-half", "lora-conv", "per-task-loss", "task-space-loss", "binary-prompts"])
-def test_a_tiny_model_overfits_a_few_vision_examples(split, recipe):
+def test_a_tiny_model_overfits_a_few_vision_examples(split, recipe, fit_steps):
     """Through BananaModule.training_step and its optimiser: the loss on four fixed vision examples
     falls to a fifth, and the 1-step x0 prediction at t = T-1 moves toward the targets."""
     torch.manual_seed(0)
@@ -132,7 +132,6 @@ def test_a_tiny_model_overfits_a_few_vision_examples(split, recipe):
     config = TrainConfig(stage="tune", mixing_ratio=1.0, learning_rate=3e-3, ema_decay=0.0, profile="smoke",
                          batch_size=4, lora_rank=8, **recipe)
     module = BananaModule(gen, config)
-    optimizer = module.configure_optimizers()["optimizer"]
     palette_options = ("binary_prompt_prob", "absent_class_prob", "random_palette_prob")
     batch = _vision_batch(split, **{k: v for k, v in recipe.items() if k in palette_options})
 
@@ -145,13 +144,7 @@ def test_a_tiny_model_overfits_a_few_vision_examples(split, recipe):
             return (gen(noisy, t, batch["condition"], states, mask) - batch["target"]).pow(2).mean().item()
 
     start_error = x0_error()
-    losses = []
-    for step in range(80):
-        loss = module.training_step(batch, step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_steps(module, batch, 80)
     if recipe.get("loss_normalisation") != "per-task":     # that loss is 1 by construction: judge x0 only
         assert sum(losses[-5:]) / 5 < 0.2 * sum(losses[:5]) / 5, losses[::10]
     # "high" spreads its noise levels below T - 1, so its one-step answer at T - 1 improves less

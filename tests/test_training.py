@@ -214,17 +214,6 @@ def test_adapter_save_load_reproduces_outputs_exactly(tmp_path, base_dir, split)
 
 
 # ------------------------------------------------------------------------------------------ runs
-class _Crash(__import__("lightning").pytorch.callbacks.Callback):
-    """Simulates a kill: raises at the start of step ``at``."""
-
-    def __init__(self, at: int):
-        self.at = at
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.at:
-            raise RuntimeError("simulated kill")
-
-
 def _final_state(run_dir: Path) -> dict[str, torch.Tensor]:
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 4
@@ -256,7 +245,7 @@ def test_pretrain_run_directory(tmp_path, world_dir):
               world_dir=world_dir, progress=False)
 
 
-def test_lora_run_resumes_exactly(tmp_path, world_dir, base_dir):
+def test_lora_run_resumes_exactly(tmp_path, world_dir, base_dir, simulated_kill):
     config = TrainConfig(stage="tune", tuning="lora", mixing_ratio=0.5, max_steps=4, checkpoint_every=2,
                          ema_decay=0.9, **SMOKE)
     straight = train(config, tmp_path / "straight", generator=base_dir, world_dir=world_dir, progress=False)
@@ -265,7 +254,7 @@ def test_lora_run_resumes_exactly(tmp_path, world_dir, base_dir):
     # killed during step 3 (last checkpoint: step 2), then started again with the same call
     with pytest.raises(RuntimeError, match="simulated kill"):
         train(config, tmp_path / "killed", generator=base_dir, world_dir=world_dir, progress=False,
-              callbacks=[_Crash(at=3)])
+              callbacks=[simulated_kill(at=3)])
     assert not (tmp_path / "killed" / "adapter").exists()
     killed = train(config, tmp_path / "killed", generator=base_dir, world_dir=world_dir, progress=False)
     # a finished 2-step run extended to 4 steps

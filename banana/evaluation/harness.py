@@ -323,6 +323,7 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
     ``metrics.json``) - no model. Returns ``{task: metrics}``, equal (``==``) to
     ``metrics.json["metrics"]`` when the files are what the harness wrote.
     """
+    from banana.evaluation.prompted import query_truth, score_query_task
     from banana.world import load_world
 
     eval_dir = Path(eval_dir)
@@ -341,8 +342,6 @@ def recompute_metrics(eval_dir: str | Path, world_dir: str | Path | None = None)
         metrics = {task: score_task(task, stored[task], truth, class_names, spec.depth_range)
                    for task in record["metrics"] if task not in QUERY_EVAL_TASKS}
         for task in (t for t in record["metrics"] if t in QUERY_EVAL_TASKS):
-            from banana.evaluation.prompted import query_truth, score_query_task
-
             rows, queries = stored[f"{task}_rows"].tolist(), stored[f"{task}_queries"].tolist()
             metrics[task] = score_query_task(task, stored[task], query_truth(split, task, rows, queries))
         metrics = {task: metrics[task] for task in record["metrics"]}
